@@ -1,0 +1,60 @@
+"""gunicorn settings for Jobstream.
+
+Imported by the gunicorn master *before* gevent patches anything, so it
+imports only the standard library and ``streaming.settings`` (itself stdlib
+only). The app is never preloaded: each worker imports it after patching.
+"""
+
+import json
+import os
+import resource
+import sys
+
+from streaming.logs import gunicorn_logconfig
+from streaming.settings import ConfigError, Settings
+
+try:
+    _settings = Settings.from_env(os.environ)
+except ConfigError as exc:
+    # One line naming the variable, then a non-zero exit before any worker
+    # boots, so a bad value cannot cause an endless respawn loop.
+    sys.stderr.write(
+        json.dumps({"level": "CRITICAL", "message": str(exc), "variable": exc.name, "value": exc.value}) + "\n"
+    )
+    sys.exit(2)
+
+bind = [f"0.0.0.0:{_settings.port}"]
+workers = _settings.web_concurrency
+worker_class = "gevent"
+preload_app = False
+# Every open stream holds one slot of the worker's gevent pool. Leave room
+# above the stream limit so /health, /events and refusals never queue
+# behind streams.
+worker_connections = _settings.max_connections + max(100, _settings.max_connections // 10)
+# Streams end themselves on SIGTERM (streaming.lifecycle); this is the
+# backstop for anything else.
+graceful_timeout = int(_settings.drain_seconds) + 15
+timeout = 30
+keepalive = 5
+loglevel = _settings.log_level
+# Several instances may share a host (and the tests start many).
+control_socket_disable = True
+logconfig_dict = gunicorn_logconfig(_settings.log_level)
+
+# Two descriptors can be needed per stream during shutdown; ask for enough.
+_soft, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+_want = min(_hard, max(_soft, 2 * worker_connections + 256))
+if _want > _soft:
+    resource.setrlimit(resource.RLIMIT_NOFILE, (_want, _hard))
+
+
+def post_worker_init(worker):
+    from streaming.lifecycle import post_worker_init as start
+
+    start(worker)
+
+
+def worker_int(worker):
+    from streaming.lifecycle import worker_int as stop
+
+    stop(worker)

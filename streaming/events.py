@@ -1,0 +1,86 @@
+"""Server-Sent Events wire format: pure functions that return bytes.
+
+Follows the WHATWG "event stream" grammar. The one rule that matters for
+safety: a value may never contain CR or LF, because either one ends a field
+and a blank line ends an event. ``data`` is therefore split on CRLF, CR and
+LF into one ``data:`` line per line (the browser joins them back with LF);
+``id`` and ``event`` are single-line by construction and rejected otherwise.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+# CRLF first so it counts as one break, not two (WHATWG: "CRLF | CR | LF").
+_LINE_BREAK = re.compile(r"\r\n|\r|\n")
+_NEWLINE = re.compile(r"[\r\n]")
+
+
+def data_text(data: Any) -> str:
+    """What an event's ``data`` becomes on the wire: text as-is, JSON otherwise."""
+    if isinstance(data, str):
+        return data
+    return json.dumps(data, separators=(",", ":"), ensure_ascii=False)
+
+
+def encode(*, data: str, event: str | None = None, id: str | None = None, retry_ms: int | None = None) -> bytes:
+    """Encode one event. Each line of ``data`` becomes its own ``data:`` field."""
+    parts: list[str] = []
+    if id is not None:
+        _check_single_line("id", id)
+        if "\0" in id:
+            raise ValueError("an event id may not contain NUL")
+        parts.append(f"id: {id}\n")
+    if event is not None:
+        _check_single_line("event", event)
+        parts.append(f"event: {event}\n")
+    if retry_ms is not None:
+        parts.append(f"retry: {int(retry_ms)}\n")
+    for line in _LINE_BREAK.split(data):
+        parts.append(f"data: {line}\n")
+    parts.append("\n")
+    return "".join(parts).encode("utf-8")
+
+
+def encode_retry(retry_ms: int) -> bytes:
+    """A lone ``retry:`` field; browsers apply it without dispatching an event."""
+    return f"retry: {int(retry_ms)}\n".encode("ascii")
+
+
+def encode_comment(text: str = "") -> bytes:
+    """A comment line. Used for keep-alives: it reaches the socket but no handler."""
+    lines = _LINE_BREAK.split(text) if text else [""]
+    return "".join(f": {line}\n" if line else ":\n" for line in lines).encode("utf-8")
+
+
+def _check_single_line(name: str, value: str) -> None:
+    if _NEWLINE.search(value):
+        raise ValueError(f"SSE field {name!r} may not contain CR or LF")
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One published event, encoded once and shared by every client queue.
+
+    ``key`` is the id as ``(milliseconds, sequence)``, so the hot path compares
+    tuples instead of parsing strings.
+    """
+
+    id: str
+    topic: str
+    event: str
+    data: str
+    key: tuple[int, int]
+    wire: bytes = field(repr=False)
+
+    @classmethod
+    def create(cls, id: str, topic: str, event: str, data: str) -> Event:
+        from streaming.ids import parse_id
+
+        key = parse_id(id)
+        if key is None:
+            raise ValueError(f"malformed event id {id!r}")
+        return cls(id=id, topic=topic, event=event, data=data, key=key, wire=encode(id=id, event=event, data=data))

@@ -1,0 +1,93 @@
+"""JSON request and error helpers shared by every blueprint.
+
+Every client mistake becomes ``{"error": "..."}`` with a 4xx status that
+names the problem; nothing a client sends can produce a 500.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, NoReturn
+
+from flask import Flask, Request, Response, jsonify
+from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
+
+MAX_BODY_BYTES = 64 * 1024
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None, **extra: Any) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.headers = headers or {}
+        self.extra = extra
+
+
+def fail(status: int, message: str, **extra: Any) -> NoReturn:
+    raise ApiError(status, message, **extra)
+
+
+def error_response(status: int, message: str, headers: dict[str, str] | None = None, **extra: Any) -> Response:
+    response = jsonify({"error": message, **extra})
+    response.status_code = status
+    for name, value in (headers or {}).items():
+        response.headers[name] = value
+    return response
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def read_json_object(request: Request) -> dict[str, Any]:
+    """The body as a JSON object, or an ``ApiError`` (415, 413 or 400)."""
+    mimetype = request.mimetype
+    if mimetype != "application/json" and not (mimetype.startswith("application/") and mimetype.endswith("+json")):
+        fail(415, f"Content-Type must be application/json, got {request.content_type or 'none'!r}")
+    length = request.content_length
+    if length is not None and length > MAX_BODY_BYTES:
+        fail(413, f"body is {length} bytes; the limit is {MAX_BODY_BYTES}")
+    try:
+        if length is None:
+            # Chunked: Werkzeug's max_content_length stream stops at the
+            # limit without saying so; read one byte past it to know.
+            raw = request.environ["wsgi.input"].read(MAX_BODY_BYTES + 1)
+        else:
+            raw = request.get_data(cache=True)
+    except RequestEntityTooLarge:
+        fail(413, f"body exceeds the limit of {MAX_BODY_BYTES} bytes")
+    if len(raw) > MAX_BODY_BYTES:
+        fail(413, f"body exceeds the limit of {MAX_BODY_BYTES} bytes")
+    if not raw.strip():
+        fail(400, "body is empty; expected a JSON object")
+    try:
+        body = json.loads(raw, parse_constant=_reject_constant)
+    except UnicodeDecodeError:
+        fail(400, "body is not UTF-8 text")
+    except (ValueError, RecursionError) as exc:
+        fail(400, f"body is not valid JSON: {exc}")
+    if not isinstance(body, dict):
+        fail(400, f"body must be a JSON object, got {type(body).__name__ if body is not None else 'null'}")
+    return body
+
+
+def install_error_handlers(app: Flask) -> None:
+    @app.errorhandler(ApiError)
+    def _api_error(exc: ApiError) -> Response:
+        return error_response(exc.status, exc.message, exc.headers, **exc.extra)
+
+    @app.errorhandler(HTTPException)
+    def _http_error(exc: HTTPException) -> Response:
+        code = exc.code or 500
+        message = {
+            404: "not found",
+            405: "method not allowed",
+            413: f"body exceeds the limit of {MAX_BODY_BYTES} bytes",
+        }.get(code, exc.description or exc.name)
+        response = error_response(code, message)
+        if code == 405 and exc.response is None:
+            allowed = getattr(exc, "valid_methods", None)
+            if allowed:
+                response.headers["Allow"] = ", ".join(allowed)
+        return response

@@ -1,0 +1,64 @@
+"""gunicorn worker hooks: start background work, and end streams on signals.
+
+gunicorn's gevent worker handles SIGTERM by setting ``worker.alive = False``
+and then waits up to ``graceful_timeout`` for requests to finish; it calls no
+hook, and an SSE stream never finishes by itself. So ``post_worker_init``
+replaces the SIGTERM handler: health flips to draining at once, the streams
+get their ``shutdown`` event (spread over ``STREAM_DRAIN_SECONDS``), and only
+then is ``alive`` cleared so gunicorn closes the listener and exits.
+SIGINT and SIGQUIT go through gunicorn's ``handle_quit``, which calls the
+``worker_int`` hook.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+from typing import Any
+
+from streaming.service import StreamingService
+
+log = logging.getLogger("jobstream.lifecycle")
+
+# How long streams get to write their farewell before the worker stops anyway.
+FLUSH_SECONDS = 1.5
+
+
+def _service_of(worker: Any) -> StreamingService | None:
+    app = getattr(worker, "wsgi", None)
+    extensions = getattr(app, "extensions", None) or {}
+    svc = extensions.get("jobstream")
+    return svc if isinstance(svc, StreamingService) else None
+
+
+def post_worker_init(worker: Any) -> None:
+    svc = _service_of(worker)
+    if svc is None:
+        return
+    svc.start()
+
+    def drain() -> None:
+        svc.shutdown()
+        svc.wait_closed(FLUSH_SECONDS)
+        svc.close()
+        worker.alive = False
+
+    def on_term(signum: int, frame: Any) -> None:
+        if svc.shutting_down:
+            return
+        svc.mark_draining()
+        import gevent
+
+        # Out of the signal handler: it may have interrupted any greenlet.
+        gevent.spawn(drain)
+
+    signal.signal(signal.SIGTERM, on_term)
+
+
+def worker_int(worker: Any) -> None:
+    svc = _service_of(worker)
+    if svc is None or svc.shutting_down:
+        return
+    svc.shutdown(drain_seconds=0)
+    svc.wait_closed(FLUSH_SECONDS)
+    svc.close()

@@ -1,0 +1,270 @@
+"""The client registry: who is connected, capacity, fan-out, and the sweep.
+
+Constraints that shape this module:
+
+* Under gunicorn's gevent worker ``threading.Lock`` is a gevent lock, so a
+  greenlet that blocks while holding it stalls every stream of the worker.
+  The lock is therefore held only for dict and counter updates: the capacity
+  check and the insert are one step under it, and nothing under it can yield.
+* ``fanout`` never takes the lock. It walks an immutable tuple that ``add`` and
+  ``remove`` replace (copy on write), and only calls ``put_nowait``.
+* ``sweep(now)`` takes the time as an argument so tests need no sleeping.
+"""
+
+from __future__ import annotations
+
+import itertools
+import queue
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from streaming.events import Event
+from streaming.topics import TopicFilter
+
+Clock = Callable[[], float]
+
+# Reasons a stream ends; also the label values of the disconnect metric.
+CLIENT = "client"
+EVICTED = "evicted"
+STALE = "stale"
+SHUTDOWN = "shutdown"
+
+# Reasons a stream is refused.
+CAPACITY = "capacity"
+PER_IP = "per_ip"
+DRAINING = "draining"
+
+# Put in a client queue to wake its generator (shutdown, eviction, gap).
+WAKE = object()
+
+_ids = itertools.count(1)
+
+
+@dataclass(eq=False, slots=True)
+class Client:
+    """One open stream. Written by its own generator and by the fan-out."""
+
+    queue: queue.Queue[Any]
+    remote_addr: str
+    user_agent: str
+    topics: TopicFilter = field(default_factory=TopicFilter)
+    id: str = field(default_factory=lambda: f"c{next(_ids)}")
+    connected_at: float = field(default_factory=time.time)
+    connected_mono: float = field(default_factory=time.monotonic)
+    last_write: float = field(default_factory=time.monotonic)
+    events_sent: int = 0
+    # Set by the fan-out when put_nowait found the buffer full.
+    full_since: float | None = None
+    dropped: int = 0
+    gap: bool = False
+    # Why the stream must end; the first reason wins.
+    closing: str | None = None
+    close_retry_ms: int | None = None
+    # The raw socket, so a stuck write can be cut off (gunicorn.socket).
+    sock: Any = None
+
+    def close(self, reason: str, retry_ms: int | None = None) -> None:
+        if self.closing is not None:
+            return
+        self.close_retry_ms = retry_ms
+        self.closing = reason
+        try:
+            self.queue.put_nowait(WAKE)
+        except queue.Full:
+            pass  # not waiting in get(): it will see ``closing`` after its write
+        if reason in (EVICTED, STALE) and self.sock is not None:
+            # The peer is not reading; a blocked sendall would hold the
+            # greenlet and the pool slot until the write timeout.
+            try:
+                self.sock.shutdown(2)  # socket.SHUT_RDWR
+            except OSError:
+                pass  # already closed by the peer
+
+    def info(self, now_mono: float) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "ip": self.remote_addr,
+            "user_agent": self.user_agent,
+            "connected_at": self.connected_at,
+            "topics": list(self.topics.patterns),
+            "events_sent": self.events_sent,
+            "queue_depth": self.queue.qsize(),
+            "lag_seconds": round(max(0.0, now_mono - self.last_write), 3),
+        }
+
+
+class Registry:
+    def __init__(
+        self,
+        *,
+        max_connections: int,
+        send_timeout_seconds: float,
+        keepalive_seconds: float,
+        max_connections_per_ip: int = 0,
+        clock: Clock = time.monotonic,
+        on_close: Callable[[Client, str], None] | None = None,
+    ) -> None:
+        self.max_connections = max_connections
+        self.max_per_ip = max_connections_per_ip
+        self.send_timeout = send_timeout_seconds
+        # No successful write for this long means the peer is gone (issue: dead
+        # and half-open connections); a keep-alive is written every interval.
+        self.stale_after = 2 * keepalive_seconds + send_timeout_seconds
+        self.clock = clock
+        self.on_close = on_close
+        self._lock = threading.Lock()
+        self._clients: dict[queue.Queue[Any], Client] = {}
+        self._per_ip: dict[str, int] = {}
+        self._snapshot: tuple[Client, ...] = ()
+        self.draining = False
+        # Counters; changed only under the lock.
+        self.accepted = 0
+        self.rejected: dict[str, int] = {CAPACITY: 0, PER_IP: 0, DRAINING: 0}
+        self.closed: dict[str, int] = {CLIENT: 0, EVICTED: 0, STALE: 0, SHUTDOWN: 0}
+        self._retired_events = 0
+        self.dropped = 0  # buffer-full puts; fan-out only (one writer per process)
+
+    # -- membership -------------------------------------------------------
+
+    def admit(self, client: Client) -> str | None:
+        """Register ``client``; return ``None`` or the reason it was refused."""
+        with self._lock:
+            reason = None
+            if self.draining:
+                reason = DRAINING
+            elif len(self._clients) >= self.max_connections:
+                reason = CAPACITY
+            elif self.max_per_ip and self._per_ip.get(client.remote_addr, 0) >= self.max_per_ip:
+                reason = PER_IP
+            if reason is not None:
+                self.rejected[reason] += 1
+                return reason
+            self._clients[client.queue] = client
+            self._per_ip[client.remote_addr] = self._per_ip.get(client.remote_addr, 0) + 1
+            self._snapshot = (*self._snapshot, client)
+            self.accepted += 1
+            return None
+
+    def remove(self, client_queue: queue.Queue[Any], reason: str = CLIENT) -> Client | None:
+        """Unregister; idempotent. Returns the client if this call removed it."""
+        with self._lock:
+            client = self._clients.pop(client_queue, None)
+            if client is None:
+                return None
+            left = self._per_ip[client.remote_addr] - 1
+            if left:
+                self._per_ip[client.remote_addr] = left
+            else:
+                del self._per_ip[client.remote_addr]
+            self._snapshot = tuple(c for c in self._snapshot if c is not client)
+            self.closed[reason] = self.closed.get(reason, 0) + 1
+            self._retired_events += client.events_sent
+        if self.on_close is not None:
+            self.on_close(client, reason)
+        return client
+
+    def get(self, client_queue: queue.Queue[Any]) -> Client | None:
+        return self._clients.get(client_queue)
+
+    def clients(self) -> tuple[Client, ...]:
+        return self._snapshot
+
+    def __len__(self) -> int:
+        return len(self._snapshot)
+
+    # -- delivery -----------------------------------------------------------
+
+    def fanout(self, event: Event) -> int:
+        """Queue ``event`` for every matching client without ever waiting.
+
+        A full buffer drops the event for that client and flags a gap, which
+        its generator heals from history; a buffer full for longer than the
+        send timeout gets the client evicted. Returns the number queued.
+        """
+        queued = 0
+        now: float | None = None
+        evict: list[Client] = []
+        topic = event.topic
+        for client in self._snapshot:
+            if not client.topics.matches(topic):
+                continue
+            try:
+                client.queue.put_nowait(event)
+            except queue.Full:
+                now = self.clock() if now is None else now
+                client.gap = True
+                client.dropped += 1
+                self.dropped += 1
+                if client.full_since is None:
+                    client.full_since = now
+                elif now - client.full_since > self.send_timeout:
+                    evict.append(client)
+                continue
+            queued += 1
+            if client.full_since is not None:
+                client.full_since = None
+        for client in evict:
+            self.evict(client, EVICTED)
+        return queued
+
+    def evict(self, client: Client, reason: str) -> None:
+        if self.remove(client.queue, reason) is not None:
+            client.close(reason)
+
+    def sweep(self, now: float) -> list[tuple[Client, str]]:
+        """Remove stale clients and clients whose buffer stayed full too long."""
+        removed: list[tuple[Client, str]] = []
+        for client in self._snapshot:
+            if client.closing is not None:
+                continue
+            if now - client.last_write > self.stale_after:
+                reason = STALE
+            elif client.full_since is not None and now - client.full_since > self.send_timeout:
+                reason = EVICTED
+            else:
+                continue
+            if self.remove(client.queue, reason) is not None:
+                client.close(reason)
+                removed.append((client, reason))
+        return removed
+
+    def close_all(
+        self, reason: str, retry_ms: Callable[[], int] | None = None, clients: Iterable[Client] | None = None
+    ) -> int:
+        """Ask streams to end (they send their final frame and unregister)."""
+        count = 0
+        for client in self._snapshot if clients is None else clients:
+            client.close(reason, retry_ms() if retry_ms is not None else None)
+            count += 1
+        return count
+
+    def begin_drain(self) -> None:
+        with self._lock:
+            self.draining = True
+
+    # -- reporting ----------------------------------------------------------
+
+    def stats(self) -> dict[str, Any]:
+        clients = self._snapshot
+        with self._lock:
+            retired = self._retired_events
+            counters = {
+                "accepted": self.accepted,
+                "rejected": sum(self.rejected.values()),
+                "rejected_by_reason": dict(self.rejected),
+                "evicted": self.closed.get(EVICTED, 0),
+                "stale": self.closed.get(STALE, 0),
+                "closed_by_reason": dict(self.closed),
+            }
+        live = sum(c.events_sent for c in clients)
+        return {
+            "active_connections": len(clients),
+            "total_messages": retired + live,
+            "max_connections": self.max_connections,
+            "draining": self.draining,
+            "dropped": self.dropped,
+            **counters,
+        }

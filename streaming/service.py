@@ -1,0 +1,154 @@
+"""One worker's streaming machinery: registry, broker, cleanup, shutdown.
+
+``create_app`` builds a ``StreamingService`` (no threads yet); ``start`` runs
+inside the worker after gevent has patched (gunicorn's ``post_worker_init``,
+or lazily on the first request outside gunicorn).
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from streaming.broker import Broker, MemoryBroker
+from streaming.cleanup import Cleaner
+from streaming.events import Event, data_text
+from streaming.history import SqliteHistory
+from streaming.registry import SHUTDOWN, Client, Registry
+from streaming.settings import Settings
+
+log = logging.getLogger("jobstream.streaming")
+
+
+class StreamingService:
+    def __init__(
+        self, settings: Settings, broker: Broker | None = None, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.settings = settings
+        self.clock = clock
+        self.started_at = time.time()
+        self.registry = Registry(
+            max_connections=settings.max_connections,
+            send_timeout_seconds=settings.send_timeout_seconds,
+            keepalive_seconds=settings.keepalive_seconds,
+            max_connections_per_ip=settings.max_connections_per_ip,
+            clock=clock,
+            on_close=_log_closed,
+        )
+        if broker is None:
+            store = SqliteHistory(settings.jobs_db, settings.history_size) if settings.history_size else None
+            broker = MemoryBroker(self.registry, settings.history_size, store)
+        self.broker: Broker = broker
+        self.cleaner = Cleaner(self.registry, settings.cleanup_seconds, clock)
+        # Filled in by the jobs package: the snapshot a stream starts with and
+        # the job counts in /health.
+        self.snapshot: Callable[[Client], Any] | None = None
+        self.job_counts: Callable[[], dict[str, int]] | None = None
+        self.on_start: list[Callable[[], None]] = []
+        self.on_shutdown: list[Callable[[], None]] = []
+        self._lock = threading.Lock()
+        self._started = False
+        self.shutting_down = False
+
+    # -- the spec's API ------------------------------------------------------
+
+    def publish(self, topic: str, event: str, data: Any) -> Event:
+        return self.broker.publish(topic, event, data_text(data))
+
+    def stats(self) -> dict[str, Any]:
+        return self.registry.stats()
+
+    # -- lifecycle -------------------------------------------------------------
+
+    def start(self) -> None:
+        with self._lock:
+            if self._started or self.shutting_down:
+                return
+            self._started = True
+        self.broker.start()
+        self.cleaner.start()
+        for hook in self.on_start:
+            hook()
+        log.info("worker started", extra={"event": "worker_started", "settings": self.settings.public()})
+
+    @property
+    def started(self) -> bool:
+        return self._started
+
+    def reconnect_delay_ms(self) -> int:
+        """A browser ``retry:`` drawn from [STREAM_RETRY_MS, STREAM_RECONNECT_JITTER_MS]."""
+        return random.randint(self.settings.retry_ms, self.settings.reconnect_jitter_ms)
+
+    def mark_draining(self) -> None:
+        """Flip /health to draining and refuse new streams. Safe in a signal handler:
+        a plain attribute write, no lock (the handler may interrupt the holder)."""
+        self.shutting_down = True
+        self.registry.draining = True
+
+    def shutdown(self, drain_seconds: float | None = None, wait: bool = True) -> None:
+        """End every stream with ``event: shutdown`` and stop background work.
+
+        With ``drain_seconds`` > 0 the streams are closed spread over that
+        window so clients do not all reconnect in the same second.
+        """
+        self.mark_draining()
+        self.registry.begin_drain()
+        window = self.settings.drain_seconds if drain_seconds is None else drain_seconds
+        clients = list(self.registry.clients())
+        log.info(
+            "shutdown: closing streams", extra={"event": "shutdown", "streams": len(clients), "drain_seconds": window}
+        )
+        for hook in self.on_shutdown:
+            try:
+                hook()
+            except Exception:
+                log.exception("shutdown hook failed")
+        self.cleaner.stop()
+        if window > 0 and len(clients) > 1:
+            closer = threading.Thread(
+                target=self._close_spread, args=(clients, window), name="jobstream-drain", daemon=True
+            )
+            closer.start()
+            if wait:
+                closer.join(window + 1)
+        else:
+            self.registry.close_all(SHUTDOWN, self.reconnect_delay_ms, clients)
+
+    def _close_spread(self, clients: list[Client], window: float) -> None:
+        step = window / len(clients)
+        stop = threading.Event()
+        for i, client in enumerate(clients):
+            client.close(SHUTDOWN, self.reconnect_delay_ms())
+            if i + 1 < len(clients):
+                stop.wait(step)
+
+    def wait_closed(self, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        stop = threading.Event()
+        while len(self.registry) and time.monotonic() < deadline:
+            stop.wait(0.02)
+        return not len(self.registry)
+
+    def close(self) -> None:
+        self.broker.stop()
+
+
+def _log_closed(client: Client, reason: str) -> None:
+    level = logging.WARNING if reason in ("evicted", "stale") else logging.INFO
+    log.log(
+        level,
+        "stream closed",
+        extra={
+            "event": "stream_closed",
+            "client_id": client.id,
+            "ip": client.remote_addr,
+            "reason": reason,
+            "duration_seconds": round(time.monotonic() - client.connected_mono, 3),
+            "events_sent": client.events_sent,
+            "dropped": client.dropped,
+        },
+    )

@@ -1,0 +1,149 @@
+"""The body of one ``/stream`` response, as a generator of bytes.
+
+The view registers the client first and only then builds this generator, so
+nothing published after that moment can be missed: a replay reads history
+*after* the client's queue is already collecting live events, and events that
+appear in both are sent once (ids are compared, not payloads).
+
+Every ``yield`` hands one chunk to gunicorn, which writes it before resuming
+the generator; so "resumed after a yield" means "the write succeeded", and
+that is when ``last_write`` moves. A failed write closes the generator with
+``GeneratorExit``, which is how a WSGI app learns the peer is gone.
+"""
+
+from __future__ import annotations
+
+import json
+import queue
+import socket
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from streaming.broker import Broker
+from streaming.events import encode, encode_comment, encode_retry
+from streaming.history import ReplayGap
+from streaming.ids import Key, format_id, parse_id
+from streaming.registry import CLIENT, EVICTED, SHUTDOWN, STALE, WAKE, Client, Registry
+
+KEEPALIVE = encode_comment("keepalive") + b"\n"
+# A full queue is drained into one write; more would only delay the first.
+MAX_BATCH = 256
+
+Snapshot = Callable[[Client], Any]
+
+
+@dataclass(frozen=True)
+class StreamOptions:
+    retry_ms: int
+    keepalive_seconds: float
+    clock: Callable[[], float]
+    snapshot: Snapshot | None = None  # jobs matching the client's topics
+    wants_snapshot: bool = False
+
+
+def open_stream(
+    client: Client,
+    registry: Registry,
+    broker: Broker,
+    options: StreamOptions,
+    last_event_id: str | None,
+    start_key: Key | None,
+) -> Iterator[bytes]:
+    """Yield the stream for a client that ``registry.admit`` already accepted."""
+    reason = CLIENT
+    try:
+        opening = [encode_retry(options.retry_ms), encode_comment(f"connected {client.id}") + b"\n"]
+        last_key: Key | None = None  # newest id sent: later duplicates are skipped
+        heal_from = start_key  # where a gap is replayed from while nothing was sent
+        sent = 0
+        if last_event_id:
+            key = parse_id(last_event_id)
+            try:
+                if key is None:
+                    raise ReplayGap("malformed")
+                replayed = broker.replay(key, client.topics)
+                last_key = replayed[-1].key if replayed else key
+                opening.extend(e.wire for e in replayed)
+                sent += len(replayed)
+            except ReplayGap as gap:
+                opening.append(_reset(gap.reason, last_event_id))
+                heal_from = broker.last_key
+                opening.append(_snapshot(client, broker, options))
+        elif options.wants_snapshot:
+            heal_from = broker.last_key
+            opening.append(_snapshot(client, broker, options))
+        yield b"".join(opening)
+        client.events_sent += sent
+        client.last_write = options.clock()
+
+        get, get_nowait = client.queue.get, client.queue.get_nowait
+        while client.closing is None:
+            try:
+                batch = [get(timeout=options.keepalive_seconds)]
+            except queue.Empty:
+                yield KEEPALIVE
+                client.last_write = options.clock()
+                continue
+            try:
+                while len(batch) < MAX_BATCH:
+                    batch.append(get_nowait())
+            except queue.Empty:
+                pass
+            chunks: list[bytes] = []
+            if client.gap:
+                # The fan-out dropped events while the buffer was full. They
+                # are in history (appended before fan-out), so replay them now
+                # instead of leaving a hole. Checked after taking the batch so
+                # nothing in the batch is newer than what the replay returns.
+                client.gap = False
+                base = last_key or heal_from
+                try:
+                    if base is None:
+                        raise ReplayGap("overflow")
+                    batch = [*broker.replay(base, client.topics), *batch]
+                except ReplayGap:
+                    chunks.append(_reset("overflow", format_id(base) if base else ""))
+                    chunks.append(_snapshot(client, broker, options))
+            count = 0
+            for item in batch:
+                if item is WAKE or (last_key is not None and item.key <= last_key):
+                    continue
+                chunks.append(item.wire)
+                last_key = item.key
+                count += 1
+            if chunks:
+                yield b"".join(chunks) if len(chunks) > 1 else chunks[0]
+                client.events_sent += count
+                client.last_write = options.clock()
+        reason = client.closing
+        if reason == SHUTDOWN:
+            yield _farewell(client)
+    except GeneratorExit:
+        reason = client.closing or CLIENT
+        raise
+    finally:
+        registry.remove(client.queue, reason)
+        if reason not in (CLIENT, EVICTED, STALE) and client.sock is not None:
+            # The server ended this stream: refuse a follow-up request on the
+            # same connection so the client sees EOF right after the last chunk.
+            try:
+                client.sock.shutdown(socket.SHUT_RD)
+            except OSError:
+                pass  # the peer already closed
+
+
+def _farewell(client: Client) -> bytes:
+    retry = client.close_retry_ms
+    body = encode(event="shutdown", data=json.dumps({"reason": "server shutting down", "retry_ms": retry}))
+    return (encode_retry(retry) if retry is not None else b"") + body
+
+
+def _reset(reason: str, last_event_id: str) -> bytes:
+    return encode(event="reset", data=json.dumps({"reason": reason, "last_event_id": last_event_id}))
+
+
+def _snapshot(client: Client, broker: Broker, options: StreamOptions) -> bytes:
+    last = broker.last_key
+    jobs = options.snapshot(client) if options.snapshot is not None else {"jobs": []}
+    return encode(event="snapshot", id=format_id(last) if last else None, data=json.dumps(jobs, separators=(",", ":")))

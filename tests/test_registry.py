@@ -1,0 +1,137 @@
+"""The registry without a server: capacity, fan-out, eviction, the sweep."""
+
+from __future__ import annotations
+
+import queue
+import threading
+
+from streaming.events import Event
+from streaming.registry import CAPACITY, CLIENT, EVICTED, STALE, WAKE, Client, Registry
+from streaming.topics import TopicFilter
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def make_registry(clock: FakeClock | None = None, **kw: object) -> Registry:
+    args = {"max_connections": 10, "send_timeout_seconds": 5.0, "keepalive_seconds": 30.0, **kw}
+    return Registry(clock=clock or FakeClock(), **args)  # type: ignore[arg-type]
+
+
+def client(buffer: int = 50, topics: tuple[str, ...] = (), ip: str = "10.0.0.1", now: float = 1000.0) -> Client:
+    return Client(
+        queue=queue.Queue(maxsize=buffer), remote_addr=ip, user_agent="t", topics=TopicFilter(topics), last_write=now
+    )
+
+
+def event(n: int, topic: str = "t") -> Event:
+    return Event.create(f"{1000 + n}-0", topic, "message", str(n))
+
+
+def test_capacity_check_and_insert_are_atomic_under_threads() -> None:
+    registry = make_registry(max_connections=100)
+    results: list[bool] = []
+    barrier = threading.Barrier(20)
+
+    def worker() -> None:
+        barrier.wait()
+        for _ in range(25):
+            results.append(registry.admit(client()) is None)
+
+    threads = [threading.Thread(target=worker) for _ in range(20)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert results.count(True) == 100
+    stats = registry.stats()
+    assert stats["active_connections"] == 100 and stats["accepted"] == 100
+    assert stats["rejected"] == 400 and stats["rejected_by_reason"][CAPACITY] == 400
+
+
+def test_remove_is_idempotent_and_counts_once() -> None:
+    registry = make_registry()
+    c = client()
+    assert registry.admit(c) is None
+    c.events_sent = 7
+    assert registry.remove(c.queue) is c
+    assert registry.remove(c.queue) is None
+    stats = registry.stats()
+    assert stats["active_connections"] == 0 and stats["closed_by_reason"][CLIENT] == 1
+    assert stats["total_messages"] == 7
+
+
+def test_fanout_respects_topics() -> None:
+    registry = make_registry()
+    everything, jobs, exact = client(), client(topics=("jobs/*",)), client(topics=("alerts",))
+    for c in (everything, jobs, exact):
+        registry.admit(c)
+    registry.fanout(event(1, "jobs/a/b"))
+    registry.fanout(event(2, "alerts"))
+    registry.fanout(event(3, "alertsX"))
+    assert everything.queue.qsize() == 3
+    assert [jobs.queue.get_nowait().topic] == ["jobs/a/b"]
+    assert exact.queue.get_nowait().topic == "alerts" and exact.queue.empty()
+
+
+def test_full_buffer_drops_flags_a_gap_then_evicts_after_send_timeout() -> None:
+    clock = FakeClock()
+    registry = make_registry(clock)
+    slow, fast = client(buffer=2), client(buffer=100)
+    registry.admit(slow)
+    registry.admit(fast)
+    for n in range(3):
+        registry.fanout(event(n))
+    assert slow.gap and slow.dropped == 1 and slow.full_since == clock.now
+    clock.now += 5.0
+    registry.fanout(event(3))
+    assert registry.get(slow.queue) is not None  # not yet past the timeout
+    clock.now += 0.1
+    registry.fanout(event(4))
+    assert registry.get(slow.queue) is None and slow.closing == EVICTED
+    assert fast.queue.qsize() == 5  # the slow one delayed no one
+    assert registry.stats()["evicted"] == 1
+
+
+def test_sweep_takes_the_time_as_an_argument() -> None:
+    clock = FakeClock()
+    registry = make_registry(clock)  # stale after 2*30+5 = 65 s without a write
+    quiet, stuck, fine = client(), client(buffer=1), client()
+    for c in (quiet, stuck, fine):
+        registry.admit(c)
+    registry.fanout(event(1))
+    registry.fanout(event(2))  # stuck's buffer is now full
+    assert registry.sweep(clock.now + 1) == []
+    removed = registry.sweep(clock.now + 6)
+    assert removed == [(stuck, EVICTED)]
+    fine.last_write = clock.now + 60
+    removed = registry.sweep(clock.now + 66)
+    assert removed == [(quiet, STALE)]
+    assert stuck.queue.get_nowait() is not None
+    assert [quiet.queue.get_nowait() for _ in range(3)][-1] is WAKE  # the wake-up follows the events
+    assert len(registry) == 1
+
+
+def test_events_sent_total_is_exact_across_removals() -> None:
+    registry = make_registry(max_connections=1000)
+    clients = [client() for _ in range(50)]
+    for c in clients:
+        registry.admit(c)
+    for i, c in enumerate(clients):
+        c.events_sent = i
+    for c in clients[:25]:
+        registry.remove(c.queue)
+    assert registry.stats()["total_messages"] == sum(range(50))
+
+
+def test_per_ip_limit() -> None:
+    registry = make_registry(max_connections_per_ip=2)
+    assert registry.admit(client(ip="1.1.1.1")) is None
+    assert registry.admit(client(ip="1.1.1.1")) is None
+    assert registry.admit(client(ip="1.1.1.1")) == "per_ip"
+    assert registry.admit(client(ip="2.2.2.2")) is None
