@@ -18,7 +18,7 @@ ALLOWED = [
 
 def test_statuses_are_str_enum_values() -> None:
     assert [s.value for s in Status] == ["pending", "in_progress", "completed", "cancelled", "error"]
-    assert Status.PENDING == "pending" and isinstance(Status.ERROR, str)
+    assert Status("pending") is Status.PENDING and isinstance(Status.ERROR, str)
     assert {Status.COMPLETED, Status.CANCELLED, Status.ERROR} == TERMINAL
 
 
