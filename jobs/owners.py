@@ -25,7 +25,7 @@ STALE_AFTER_MS = 30_000
 
 
 def _process_start(pid: int) -> str | None:
-    """The kernel's start time of ``pid`` in clock ticks, or None if no such process."""
+    """The kernel's start time of ``pid`` in clock ticks, or None if no such live process."""
     try:
         with open(f"/proc/{pid}/stat", "rb") as f:
             stat = f.read()
@@ -33,7 +33,9 @@ def _process_start(pid: int) -> str | None:
         return None
     # Field 2 (comm) may contain spaces; the fields after it start past the last ")".
     fields = stat[stat.rfind(b")") + 2 :].split()
-    return fields[19].decode() if len(fields) > 19 else None
+    if len(fields) <= 19 or fields[0] in (b"Z", b"X"):
+        return None  # a killed worker stays a zombie until someone reaps it
+    return fields[19].decode()
 
 
 @dataclass(frozen=True)

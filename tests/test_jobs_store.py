@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import sqlite3
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -10,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from jobs.owners import Owner
+from jobs.owners import Owner, _process_start, is_alive
 from jobs.sqlite_store import SqliteJobStore
 from jobs.states import InvalidTransition, Status
 from jobs.store import InvalidCursor, JobNotFound, Selection
@@ -198,3 +200,22 @@ def test_change_feed_shows_other_writers_in_order(db: str) -> None:
     finally:
         server.close()
         worker.close()
+
+
+def test_a_killed_but_unreaped_runner_counts_as_dead() -> None:
+    here = Owner.current()
+    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        owner = str(Owner(here.host, proc.pid, _process_start(proc.pid) or "?", "x"))
+        now = int(time.time() * 1000)
+        assert is_alive(owner, now, now, here)
+        proc.kill()
+        deadline = time.monotonic() + 5
+        while _process_start(proc.pid) is not None:  # a zombie until we reap it below
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        assert not is_alive(owner, now, now, here)
+        assert not is_alive(str(Owner(here.host, proc.pid, "1", "y")), None, now, here)  # never heartbeat
+    finally:
+        proc.kill()
+        proc.wait(5)
