@@ -32,6 +32,8 @@ Validator = Callable[[Params], Params]
 
 # ctx.sleep checks for a cancel at least this often.
 SLEEP_SLICE_SECONDS = 0.05
+# Progress messages and errors are shown in every tab; keep them short.
+MAX_MESSAGE_LENGTH = 1000
 
 
 class ParamsError(ValueError):
@@ -67,7 +69,7 @@ class JobContext:
         """Report progress in [0, 1]; published at most 10 times a second."""
         self.fraction = min(1.0, max(0.0, float(fraction)))
         if message is not None:
-            self.message = str(message)
+            self.message = str(message)[:MAX_MESSAGE_LENGTH]
         self.reported += 1
 
     def check(self) -> None:

@@ -27,7 +27,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from jobs.handlers import HandlerRegistry, JobCancelled, JobContext, JobType
+from jobs.handlers import MAX_MESSAGE_LENGTH, HandlerRegistry, JobCancelled, JobContext, JobType
 from jobs.model import Job
 from jobs.owners import HEARTBEAT_SECONDS
 from jobs.states import Status
@@ -61,7 +61,7 @@ def execute(job_type: JobType, ctx: JobContext) -> None:
     except JobCancelled:
         ok = True
     except Exception as exc:
-        ctx.failure = str(exc) or type(exc).__name__
+        ctx.failure = (str(exc) or type(exc).__name__)[:MAX_MESSAGE_LENGTH]
     finally:
         if not ok and ctx.failure is None:
             ctx.failure = "handler aborted"
@@ -202,8 +202,6 @@ class Runner:
             ctx = item.ctx
             if self._stopping and ctx.cancel_requested and not item.cancelled_by_user:
                 continue  # stopped by shutdown, not by a user: release() marks it interrupted
-            del self.running[job_id]
-            self._claim_due = True
             fields: dict[str, Any] = {"progress": ctx.fraction, "message": ctx.message}
             if item.cancelled_by_user:
                 status = Status.CANCELLED
@@ -215,6 +213,10 @@ class Runner:
                 job = self.store.finish(job_id, status, **fields)
             except (TypeError, ValueError) as exc:  # the result is not JSON
                 job = self.store.finish(job_id, Status.ERROR, error=f"result is not JSON: {exc}", progress=ctx.fraction)
+            # Forgotten only once recorded: a failed write (database busy)
+            # raises out of this pass and the next pass tries again.
+            self.running.pop(job_id, None)
+            self._claim_due = True
             if job is None:
                 self._lost(item)
             else:
