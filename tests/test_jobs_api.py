@@ -149,7 +149,9 @@ def test_progress_events_are_coalesced_to_ten_per_second(server: ServerProcess) 
         events = [e for e in client.of("job") if e.json()["id"] == job["id"]]
     progress = [e for e in events if e.json()["status"] == "in_progress"][1:]
     stamps = [parse_id(e.id)[0] for e in progress]  # type: ignore[index]
-    assert 5 <= len(progress) <= 1.5 * 10 + 5  # far fewer than the 3000 reports
+    # The handler's pace depends on the machine's load; the rate is what is bounded.
+    span_seconds = (stamps[-1] - stamps[0]) / 1000
+    assert 5 <= len(progress) <= 10 * span_seconds + 2, (len(progress), span_seconds)
     for i in range(len(stamps)):
         window = [s for s in stamps[i:] if s - stamps[i] < 1000]
         assert len(window) <= 11, stamps  # 10 per second, with a millisecond of jitter at the edges
