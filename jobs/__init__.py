@@ -27,10 +27,19 @@ __all__ = ["JobCancelled", "JobContext", "ParamsError", "handler", "init_app", "
 
 
 def load_handlers(modules: tuple[str, ...]) -> None:
-    """Import the built-in types and every module named in ``JOBS_HANDLERS``."""
+    """Import the built-in types and every module named in ``JOBS_HANDLERS``.
+
+    A module that cannot be imported stops start-up with a ``ConfigError``
+    naming the variable, like any other bad setting.
+    """
+    from streaming.settings import ConfigError
+
     importlib.import_module("jobs.builtin")
     for name in modules:
-        importlib.import_module(name)
+        try:
+            importlib.import_module(name)
+        except ImportError as exc:
+            raise ConfigError("JOBS_HANDLERS", name, f"cannot import handler module: {exc}") from exc
 
 
 def init_app(app: Flask, service: StreamingService, store: JobStore | None = None) -> None:

@@ -7,6 +7,7 @@ runner may claim it, so a stream sees ``created`` before ``started``.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,6 +24,7 @@ from streaming.http import fail, read_json_object
 from streaming.service import StreamingService
 
 bp = Blueprint("jobs", __name__)
+log = logging.getLogger("jobstream.jobs")
 
 CREATE_FIELDS = {"type", "params", "name"}
 DEFAULT_LIMIT = 50
@@ -138,4 +140,4 @@ def _announce_quietly(ext: JobsExtension, job: dict[str, Any]) -> None:
     try:
         publisher(ext.service)(job)
     except BrokerUnavailable:
-        current_app.logger.warning("job cancel not published", extra={"job_id": job["id"]})
+        log.warning("job cancel not published", extra={"event": "job_publish_failed", "job_id": job["id"]})

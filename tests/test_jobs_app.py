@@ -12,7 +12,7 @@ from app import create_app
 from streaming.broker import BrokerUnavailable
 from streaming.events import Event
 from streaming.service import StreamingService
-from streaming.settings import Settings
+from streaming.settings import ConfigError, Settings
 
 
 @pytest.fixture
@@ -44,3 +44,10 @@ def test_broker_outage_refuses_the_job_with_503(app: Flask, monkeypatch: pytest.
     response = client.post("/jobs", json={"type": "sleep", "params": {"seconds": 0}})
     assert response.status_code == 503 and "broker unavailable" in response.get_json()["error"]
     assert client.get("/jobs").get_json() == {"jobs": [], "next_cursor": None}  # not accepted, not kept
+
+
+def test_an_unimportable_handler_module_is_a_config_error(tmp_path: Path) -> None:
+    settings = Settings(jobs_db=str(tmp_path / "jobs.db"), history_size=0, jobs_handlers=("no.such.module",))
+    with pytest.raises(ConfigError) as caught:
+        create_app(settings)
+    assert caught.value.name == "JOBS_HANDLERS" and caught.value.value == "no.such.module"
