@@ -52,7 +52,7 @@ def init_app(app: Flask, service: StreamingService, store: JobStore | None = Non
     load_handlers(settings.jobs_handlers)
     store = store or make_store(settings)
     announce = publisher(service)
-    runner = Runner(store, registry, announce, concurrency=settings.jobs_concurrency)
+    runner = Runner(store, registry, announce, concurrency=settings.jobs_concurrency, in_server=True)
     feed = ChangeFeed(store, announce)
     app.extensions["jobs"] = JobsExtension(store=store, runner=runner, handlers=registry, service=service)
     app.register_blueprint(bp)

@@ -99,19 +99,24 @@ class JobType:
     name: str
     run: Handler
     validate: Validator
+    # Accepted by the server's API but run only by ``python -m jobs.worker``
+    # processes: for CPU-heavy work that should not share the server's GIL.
+    worker_only: bool = False
 
 
 class HandlerRegistry:
     def __init__(self) -> None:
         self._types: dict[str, JobType] = {}
 
-    def register(self, name: str, validate: Validator = accept_any) -> Callable[[Handler], Handler]:
+    def register(
+        self, name: str, validate: Validator = accept_any, *, worker_only: bool = False
+    ) -> Callable[[Handler], Handler]:
         """Decorator: ``@registry.register("sleep", validate=...)``."""
 
         def decorate(run: Handler) -> Handler:
             if name in self._types and self._types[name].run is not run:
                 raise ValueError(f"job type {name!r} is already registered")
-            self._types[name] = JobType(name, run, validate)
+            self._types[name] = JobType(name, run, validate, worker_only)
             return run
 
         return decorate
@@ -119,8 +124,9 @@ class HandlerRegistry:
     def get(self, name: str) -> JobType | None:
         return self._types.get(name)
 
-    def names(self) -> list[str]:
-        return sorted(self._types)
+    def names(self, *, in_server: bool = False) -> list[str]:
+        """Every type, or (``in_server``) the ones the server's own runner may run."""
+        return sorted(n for n, t in self._types.items() if not (in_server and t.worker_only))
 
 
 # The process-wide registry that ``@handler`` fills; a plain dict, so

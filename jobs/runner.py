@@ -50,6 +50,9 @@ class Running:
     published: int = 0  # ctx.reported at the last progress write
     published_at: float = float("-inf")
     cancelled_by_user: bool = False
+    # Recovered by another process: its record is final. Kept (unwritten)
+    # until its thread ends, so the thread count stays within concurrency.
+    lost: bool = False
 
 
 def execute(job_type: JobType, ctx: JobContext) -> None:
@@ -74,6 +77,7 @@ class Runner:
     handlers: HandlerRegistry
     announce: Announce
     concurrency: int = 4
+    in_server: bool = False  # then worker_only types are left to python -m jobs.worker
     clock: Callable[[], float] = time.monotonic
     start_thread: Callable[[Task], None] | None = None
     running: dict[str, Running] = field(default_factory=dict)
@@ -155,6 +159,8 @@ class Runner:
     def step(self, now: float) -> None:
         self._finish_done()
         for item in list(self.running.values()):
+            if item.lost:
+                continue
             if item.ctx.reported != item.published and now - item.published_at >= PROGRESS_INTERVAL_SECONDS:
                 self._write_progress(item, now)
         if now >= self._next_poll:
@@ -170,7 +176,7 @@ class Runner:
             self._next_recover = now + RECOVER_SECONDS
             self._announce_all(self.store.recover_interrupted())
         while self._claim_due and not self._stopping and len(self.running) < self.concurrency:
-            job = self.store.claim(self.handlers.names())
+            job = self.store.claim(self.handlers.names(in_server=self.in_server))
             if job is None:
                 self._claim_due = False
                 break
@@ -200,6 +206,10 @@ class Runner:
             if not item.ctx.finished:
                 continue
             ctx = item.ctx
+            if item.lost:
+                del self.running[job_id]
+                self._claim_due = True
+                continue
             if self._stopping and ctx.cancel_requested and not item.cancelled_by_user:
                 continue  # stopped by shutdown, not by a user: release() marks it interrupted
             fields: dict[str, Any] = {"progress": ctx.fraction, "message": ctx.message}
@@ -215,18 +225,18 @@ class Runner:
                 job = self.store.finish(job_id, Status.ERROR, error=f"result is not JSON: {exc}", progress=ctx.fraction)
             # Forgotten only once recorded: a failed write (database busy)
             # raises out of this pass and the next pass tries again.
-            self.running.pop(job_id, None)
+            del self.running[job_id]
             self._claim_due = True
             if job is None:
-                self._lost(item)
+                log.warning("job no longer ours", extra={"event": "job_lost", "job_id": job_id})
             else:
                 self._announce(job)
 
     def _lost(self, item: Running) -> None:
         # Another process recovered this job (it thought we were dead); its
-        # record is final, so stop the handler and forget the job.
+        # record is final, so stop the handler and write nothing more.
         item.ctx.cancel_requested = True
-        self.running.pop(item.job.id, None)
+        item.lost = True
         log.warning("job no longer ours", extra={"event": "job_lost", "job_id": item.job.id})
 
     def _announce(self, job: Job) -> None:

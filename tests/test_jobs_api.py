@@ -204,7 +204,10 @@ def test_snapshot_on_connect_holds_the_jobs_the_filter_matches(server: ServerPro
     assert ids == [j["id"] for j in snapshot_of(server, [], {"Last-Event-ID": ""})["jobs"]]
     prefix = snapshot_of(server, [("topic", f"jobs/{a['id'][:12]}*")])
     assert a["id"] in [j["id"] for j in prefix["jobs"]]
-    assert snapshot_of(server, [("topic", "builds/*")]) is None
+    with SSEClient(server.port, params=[("topic", "builds/*")]).open() as other:
+        other.wait(lambda c: c.comments)
+        server.publish("builds/1", "probe")
+        assert [e.event for e in other.wait_events(1)] == ["message"]  # no snapshot before it
 
 
 @pytest.mark.timeout(30)

@@ -116,22 +116,18 @@ def test_worker_process_changes_reach_the_servers_streams(
     start_server: StartServer, tmp_path: Path, workers: list[subprocess.Popen[bytes]]
 ) -> None:
     db = tmp_path / "feed.db"
-    server = start_server({"JOBS_DB": str(db)})
+    server = start_server({"JOBS_DB": str(db), "JOBS_HANDLERS": "tests.support.worker_handlers"})
     workers.append(start_worker(db, tmp_path / "worker.log", "tests.support.worker_handlers"))
     wait_for_text(tmp_path / "worker.log", '"worker_started"')
     with SSEClient(server.port, params=[("topic", "jobs/*")]).open() as client:
         client.wait_events(1, event="snapshot")
-        store = SqliteJobStore(str(db))
-        try:
-            job = store.create("offsite", "elsewhere", {"steps": 3, "seconds": 0.9})
-        finally:
-            store.close()
+        job = create(server, "offsite", params={"steps": 3, "seconds": 0.9})  # worker_only: the server won't run it
         client.wait(lambda c: any(e.json()["status"] == "completed" for e in c.of("job")), timeout=10)
-        seen = [e.json() for e in client.of("job") if e.json()["id"] == job.id]
+        seen = [e.json() for e in client.of("job") if e.json()["id"] == job["id"]]
     statuses = [j["status"] for j in seen]
     assert statuses[:2] == ["pending", "in_progress"] and statuses[-1] == "completed"
     assert [j["version"] for j in seen] == list(range(1, len(seen) + 1))  # nothing dropped
-    assert seen[-1]["result"] == {"where": "worker"}
+    assert seen[-1]["result"] == {"where": "worker", "pid": workers[0].pid}
     assert server.health()["jobs"]["completed"] == 1
 
 
