@@ -147,12 +147,12 @@ class Runner:
         assert self._stop is not None and self._wake is not None
         stop, wake = self._stop, self._wake
         while not stop.is_set():
+            wake.clear()  # before the pass: a wake() during it makes the wait below return at once
             try:
                 self.step(self.clock())
             except Exception:
                 log.exception("job runner pass failed; retrying")
             wake.wait(PROGRESS_INTERVAL_SECONDS if self.running else POLL_SECONDS)
-            wake.clear()
 
     # -- one pass --------------------------------------------------------------
 

@@ -67,17 +67,20 @@ def create_job() -> tuple[Response, int, dict[str, str]]:
         fail(400, "params must be a JSON object")
     try:
         params = kind.validate(params)
-    except ParamsError as exc:
-        fail(400, str(exc))
-    name = body.get("name", job_type)
+    except (ParamsError, ValueError, TypeError) as exc:  # a custom validator's own errors are 400s too
+        fail(400, str(exc) or f"bad params for {job_type}")
+    name = body.get("name")
+    if name is None:
+        name = job_type
     if not isinstance(name, str) or not name.strip() or len(name) > MAX_NAME_LENGTH:
         fail(400, f"name must be a non-empty string of at most {MAX_NAME_LENGTH} characters")
     job = ext.store.create(job_type, name, params)
     try:
         publisher(ext.service)(job.to_json())
     except BrokerUnavailable as exc:
-        # Not announced means not accepted: take it back unless a runner
-        # already started it (then it runs, and the client may retry safely).
+        # Not announced means not accepted: take it back. If a runner in
+        # another process already claimed it, it is accepted after all (201)
+        # and its later changes reach the streams as usual.
         if ext.store.withdraw(job.id):
             fail(503, f"job not accepted: broker unavailable ({exc})")
     ext.runner.wake()

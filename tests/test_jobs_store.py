@@ -159,6 +159,21 @@ def test_concurrent_claims_from_many_connections_never_share_a_job(db: str) -> N
             s.close()
 
 
+def test_one_store_is_safe_to_share_between_threads(store: SqliteJobStore) -> None:
+    def work() -> None:
+        for i in range(50):
+            job = store.create("sleep", str(i), {})
+            store.get(job.id)
+            store.counts()
+
+    threads = [threading.Thread(target=work) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert store.counts()["pending"] == 400 == len(store.page(limit=500).jobs)
+
+
 def test_recovery_interrupts_only_jobs_of_dead_runners(db: str) -> None:
     here = Owner.current()
     dead = SqliteJobStore(db, owner=Owner(here.host, 999_999_999, "1", "dead"))  # no such pid
