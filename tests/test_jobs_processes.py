@@ -136,8 +136,10 @@ def test_streams_stay_responsive_while_four_cpu_bound_jobs_run(start_server: Sta
     server = start_server({**HANDLERS, "STREAM_KEEPALIVE_INTERVAL": "0.25"})
     with SSEClient(server.port, params=[("topic", "pulse")]).open() as client:
         client.wait(lambda c: c.comments.count("keepalive") >= 1)
-        jobs = [create(server, "spin", params={"seconds": 20}) for _ in range(4)]
-        server.wait_for(lambda: server.health()["jobs"]["in_progress"] == 4)
+        jobs = [create(server, "spin", params={"seconds": 20}) for _ in range(5)]
+        server.wait_for(lambda: server.health()["jobs"]["in_progress"] == 4)  # JOBS_CONCURRENCY
+        assert server.health()["jobs"]["pending"] == 1
+        jobs, queued = jobs[:4], jobs[4]
         # Keep-alives arrive on time and a published event is delivered within 1 s.
         gaps: list[float] = []
         latencies: list[float] = []
@@ -158,9 +160,10 @@ def test_streams_stay_responsive_while_four_cpu_bound_jobs_run(start_server: Sta
                 last, seen_comments = time.monotonic(), len(client.comments)
         running = [server.http.get(f"/jobs/{j['id']}").json() for j in jobs]
         assert all(j["status"] == "in_progress" and j["progress"] > 0 for j in running)  # they did work
-        for job in jobs:
+        assert status_of(server, queued["id"]) == "pending"
+        for job in [queued, *jobs]:
             server.http.post(f"/jobs/{job['id']}/cancel")
-        server.wait_for(lambda: server.health()["jobs"]["cancelled"] == 4)
+        server.wait_for(lambda: server.health()["jobs"]["cancelled"] == 5)
     assert len(gaps) >= 6 and max(gaps) < 1.0, gaps
     assert latencies and max(latencies) < 1.0, latencies
 
