@@ -49,3 +49,13 @@ def tally(ctx: JobContext, params: dict[str, Any]) -> Any:
 @handler("unjsonable")
 def unjsonable(ctx: JobContext, params: dict[str, Any]) -> Any:
     return {"value": {1, 2}}
+
+
+@handler("stubborn")
+def stubborn(ctx: JobContext, params: dict[str, Any]) -> Any:
+    """Ignores cancellation: burns CPU for ``seconds`` whatever happens."""
+    deadline = time.monotonic() + float(params.get("seconds", 60))
+    while time.monotonic() < deadline:
+        sum(i * i for i in range(10_000))
+        ctx.progress(0.5)
+    return None
