@@ -18,6 +18,10 @@ Constraints that shape this module:
 * ``job_changes`` is the cross-process change feed: every write appends the
   job JSON there in the same transaction; a server polls it for the changes
   of ``python -m jobs.worker`` processes. It is trimmed to ``FEED_KEEP`` rows.
+  A log rather than a ``change_seq`` column on ``jobs``: a column keeps only
+  a job's latest state, so a worker's started-then-finished within one poll
+  would reach the streams as one event, and state changes must never drop.
+* ``UPDATE ... RETURNING`` needs SQLite 3.35 (2021); older libraries are refused.
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ from jobs.owners import Owner, is_alive
 from jobs.states import InvalidTransition, Status, check_transition
 from jobs.store import MAX_PAGE, JobNotFound, Page, Selection, decode_cursor, encode_cursor
 
+MIN_SQLITE = (3, 35, 0)
 FEED_KEEP = 10_000
 FEED_TRIM_EVERY = 500
 
@@ -100,6 +105,8 @@ def _placeholders(values: Collection[Any]) -> str:
 
 class SqliteJobStore:
     def __init__(self, path: str, owner: Owner | None = None) -> None:
+        if sqlite3.sqlite_version_info < MIN_SQLITE:
+            raise RuntimeError(f"the job store needs SQLite >= 3.35 (RETURNING); found {sqlite3.sqlite_version}")
         Path(path).expanduser().resolve().parent.mkdir(parents=True, exist_ok=True)
         self.owner = owner or Owner.current()
         self.instance = str(self.owner)
