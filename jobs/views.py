@@ -1,8 +1,9 @@
 """The job API: ``POST /jobs``, ``GET /jobs``, ``GET /jobs/<id>``, ``POST /jobs/<id>/cancel``.
 
 Every client mistake is ``{"error": "..."}`` with a 4xx that names the field
-or parameter (``streaming.http``). A job is announced on its topic before the
-runner may claim it, so a stream sees ``created`` before ``started``.
+or parameter (``streaming.http``). A job is created and announced while this
+process's runner holds off claiming, so a stream sees ``created`` before
+``started``.
 """
 
 from __future__ import annotations
@@ -74,15 +75,16 @@ def create_job() -> tuple[Response, int, dict[str, str]]:
         name = job_type
     if not isinstance(name, str) or not name.strip() or len(name) > MAX_NAME_LENGTH:
         fail(400, f"name must be a non-empty string of at most {MAX_NAME_LENGTH} characters")
-    job = ext.store.create(job_type, name, params)
-    try:
-        publisher(ext.service)(job.to_json())
-    except BrokerUnavailable as exc:
-        # Not announced means not accepted: take it back. If a runner in
-        # another process already claimed it, it is accepted after all (201)
-        # and its later changes reach the streams as usual.
-        if ext.store.withdraw(job.id):
-            fail(503, f"job not accepted: broker unavailable ({exc})")
+    with ext.runner.holding_claims():
+        job = ext.store.create(job_type, name, params)
+        try:
+            publisher(ext.service)(job.to_json())
+        except BrokerUnavailable as exc:
+            # Not announced means not accepted: take it back. If a runner in
+            # another process already claimed it, it is accepted after all
+            # (201) and its later changes reach the streams as usual.
+            if ext.store.withdraw(job.id):
+                fail(503, f"job not accepted: broker unavailable ({exc})")
     ext.runner.wake()
     location = url_for("jobs.get_job", job_id=job.id)
     return jsonify(job.to_json()), 201, {"Location": location}
