@@ -6,8 +6,9 @@ Constraints that shape this module:
   greenlet that blocks while holding it stalls every stream of the worker.
   The lock is therefore held only for dict and counter updates: the capacity
   check and the insert are one step under it, and nothing under it can yield.
-* ``fanout`` never takes the lock. It walks an immutable tuple that ``add`` and
-  ``remove`` replace (copy on write), and only calls ``put_nowait``.
+* ``fanout`` never takes the lock. It walks an immutable tuple of the
+  clients, rebuilt lazily after membership changed (so ``admit`` stays O(1)
+  at 10,000 streams), and only calls ``put_nowait``.
 * ``sweep(now)`` takes the time as an argument so tests need no sleeping.
 """
 
@@ -122,7 +123,7 @@ class Registry:
         self._lock = threading.Lock()
         self._clients: dict[queue.Queue[Any], Client] = {}
         self._per_ip: dict[str, int] = {}
-        self._snapshot: tuple[Client, ...] = ()
+        self._snapshot: tuple[Client, ...] | None = ()
         self.draining = False
         # Counters; changed only under the lock.
         self.accepted = 0
@@ -148,7 +149,7 @@ class Registry:
                 return reason
             self._clients[client.queue] = client
             self._per_ip[client.remote_addr] = self._per_ip.get(client.remote_addr, 0) + 1
-            self._snapshot = (*self._snapshot, client)
+            self._snapshot = None
             self.accepted += 1
             return None
 
@@ -163,7 +164,7 @@ class Registry:
                 self._per_ip[client.remote_addr] = left
             else:
                 del self._per_ip[client.remote_addr]
-            self._snapshot = tuple(c for c in self._snapshot if c is not client)
+            self._snapshot = None
             self.closed[reason] = self.closed.get(reason, 0) + 1
             self._retired_events += client.events_sent
         if self.on_close is not None:
@@ -174,10 +175,15 @@ class Registry:
         return self._clients.get(client_queue)
 
     def clients(self) -> tuple[Client, ...]:
-        return self._snapshot
+        """An immutable snapshot of the open streams."""
+        snapshot = self._snapshot
+        if snapshot is None:
+            with self._lock:
+                snapshot = self._snapshot = tuple(self._clients.values())
+        return snapshot
 
     def __len__(self) -> int:
-        return len(self._snapshot)
+        return len(self._clients)
 
     # -- delivery -----------------------------------------------------------
 
@@ -192,7 +198,7 @@ class Registry:
         now: float | None = None
         evict: list[Client] = []
         topic = event.topic
-        for client in self._snapshot:
+        for client in self.clients():
             if not client.topics.matches(topic):
                 continue
             try:
@@ -221,7 +227,7 @@ class Registry:
     def sweep(self, now: float) -> list[tuple[Client, str]]:
         """Remove stale clients and clients whose buffer stayed full too long."""
         removed: list[tuple[Client, str]] = []
-        for client in self._snapshot:
+        for client in self.clients():
             if client.closing is not None:
                 continue
             if now - client.last_write > self.stale_after:
@@ -240,7 +246,7 @@ class Registry:
     ) -> int:
         """Ask streams to end (they send their final frame and unregister)."""
         count = 0
-        for client in self._snapshot if clients is None else clients:
+        for client in self.clients() if clients is None else clients:
             client.close(reason, retry_ms() if retry_ms is not None else None)
             count += 1
         return count
@@ -252,7 +258,7 @@ class Registry:
     # -- reporting ----------------------------------------------------------
 
     def stats(self) -> dict[str, Any]:
-        clients = self._snapshot
+        clients = self.clients()
         with self._lock:
             retired = self._retired_events
             counters = {

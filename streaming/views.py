@@ -64,7 +64,7 @@ def stream() -> Response:
     refused = svc.registry.admit(client)
     if refused is not None:
         return _refuse(svc, client, refused)
-    _bound_unacknowledged_writes(client.sock, svc.registry.stale_after)
+    _tune_stream_socket(client.sock, svc.registry.stale_after)
     log.info(
         "stream opened",
         extra={
@@ -90,20 +90,26 @@ def stream() -> Response:
     return response
 
 
-def _bound_unacknowledged_writes(sock: Any, seconds: float) -> None:
-    """Let the kernel abort a connection whose peer vanished without a FIN.
+def _tune_stream_socket(sock: Any, seconds: float) -> None:
+    """Send small writes at once, and let the kernel abort a connection whose
+    peer vanished without a FIN.
 
     Keep-alive writes to such a peer "succeed" into the send buffer for
     minutes of retransmissions; TCP_USER_TIMEOUT fails them once data stays
     unacknowledged this long, which ends the generator.
     """
-    option = getattr(socket, "TCP_USER_TIMEOUT", None)
-    if sock is None or option is None:
+    if sock is None:
         return
     try:
-        sock.setsockopt(socket.IPPROTO_TCP, option, int(seconds * 1000))
+        # Every SSE write is small: without NODELAY, Nagle holds a write back
+        # until the previous one is acknowledged, and the peer's delayed ACK
+        # adds up to 40 ms (the headers and the first chunk are two writes).
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        option = getattr(socket, "TCP_USER_TIMEOUT", None)
+        if option is not None:
+            sock.setsockopt(socket.IPPROTO_TCP, option, int(seconds * 1000))
     except OSError:
-        log.debug("TCP_USER_TIMEOUT not supported on this socket")
+        log.debug("socket options not supported on this socket")
 
 
 def _refuse(svc: StreamingService, client: Client, reason: str) -> Response:
