@@ -1,0 +1,172 @@
+"""GET /metrics: Prometheus text, parsed by prometheus_client, with one and two workers."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.conftest import StartServer
+from tests.support.server import ROOT, ServerProcess
+from tests.support.sse import SSEClient
+
+Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
+
+
+def scrape(server: ServerProcess) -> Samples:
+    """One scrape on a fresh connection, so with several workers any of them may answer."""
+    response = httpx.get(server.url("/metrics"), headers={"Connection": "close"}, timeout=10)
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/plain")
+    samples: Samples = {}
+    for family in text_string_to_metric_families(response.text):
+        assert family.name.startswith("jobstream_"), family.name
+        for sample in family.samples:
+            samples[(sample.name, frozenset(sample.labels.items()))] = sample.value
+    return samples
+
+
+def value(samples: Samples, name: str, **labels: str) -> float:
+    return samples.get((name, frozenset(labels.items())), 0.0)
+
+
+def health_by_pid(server: ServerProcess, tries: int = 40) -> dict[int, int]:
+    """Open streams per worker, from /health on fresh connections (each answers for its worker)."""
+    seen: dict[int, int] = {}
+    for _ in range(tries):
+        body = httpx.get(server.url("/health"), headers={"Connection": "close"}, timeout=10).json()
+        seen[body["pid"]] = body["stream"]["active_connections"]
+    return seen
+
+
+def test_gunicorn_config_keeps_prometheus_out_of_the_master(tmp_path: Path) -> None:
+    # prometheus_client picks its mode at import and imports ssl/socket; the
+    # master must import neither before forking workers that gevent patches.
+    code = """
+import os, runpy, sys
+os.environ.pop("PROMETHEUS_MULTIPROC_DIR", None)
+conf = runpy.run_path("gunicorn.conf.py")
+conf["on_starting"](None)
+directory = os.environ["PROMETHEUS_MULTIPROC_DIR"]
+for name in ("gauge_livesum_4242.db", "counter_4242.db", "gauge_livesum_4343.db"):
+    open(os.path.join(directory, name), "w").close()
+conf["child_exit"](None, type("W", (), {"pid": 4242})())
+print(sorted(os.listdir(directory)))
+assert "prometheus_client" not in sys.modules and "ssl" not in sys.modules, "imported in the master"
+conf["on_exit"](None)
+assert not os.path.exists(directory)
+print("ok")
+"""
+    env = {"PATH": "/usr/bin:/bin", "JOBS_DB": f"{tmp_path}/jobs.db", "PYTHONPATH": str(ROOT)}
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    assert proc.stdout.split() == ["['counter_4242.db',", "'gauge_livesum_4343.db']", "ok"], proc.stderr
+
+
+@pytest.mark.timeout(60)
+def test_metrics_count_streams_rejections_publishes_and_replays(start_server: StartServer) -> None:
+    server = start_server({"STREAM_MAX_CONNECTIONS": "2", "STREAM_KEEPALIVE_INTERVAL": "0.5"})
+    before = scrape(server)
+    assert value(before, "jobstream_connections_active") == 0
+    for status in ("pending", "in_progress", "completed", "cancelled", "error"):
+        assert ("jobstream_jobs", frozenset({("status", status)})) in before
+    first = SSEClient(server.port, params=[("topic", "m")]).open()
+    second = SSEClient(server.port, params=[("topic", "m")]).open()
+    refused = SSEClient(server.port, params=[("topic", "m")]).open()
+    try:
+        assert refused.status == 503
+        ids = [server.publish("m", n) for n in range(3)]
+        first.wait_events(3)
+        second.wait_events(3)
+        samples = scrape(server)
+        assert value(samples, "jobstream_connections_active") == 2
+        assert value(samples, "jobstream_connections_opened_total") == 2
+        assert value(samples, "jobstream_connections_rejected_total", reason="capacity") == 1
+        assert value(samples, "jobstream_events_published_total") == 3
+        assert value(samples, "jobstream_broadcast_latency_seconds_count") == 3
+        assert value(samples, "jobstream_events_delivered_total") == 6  # 3 events x 2 streams
+        first.close()
+        second.close()
+        server.wait_for(lambda: server.health()["stream"]["active_connections"] == 0, timeout=15)
+        with SSEClient(server.port, params=[("topic", "m")], headers={"Last-Event-ID": ids[0]}).open() as resumed:
+            resumed.wait_events(2)
+        with SSEClient(server.port, params=[("topic", "m")], headers={"Last-Event-ID": "garbage"}).open() as reset:
+            reset.wait_events(1, event="reset")
+        server.wait_for(lambda: server.health()["stream"]["active_connections"] == 0, timeout=15)
+        samples = scrape(server)
+        assert value(samples, "jobstream_replays_total", trigger="reconnect") == 1
+        assert value(samples, "jobstream_resets_total", reason="malformed") == 1
+        assert value(samples, "jobstream_connections_closed_total", reason="client") == 4
+        assert value(samples, "jobstream_connections_active") == 0
+        assert value(samples, "jobstream_events_delivered_total") == 6 + 2
+    finally:
+        for c in (first, second, refused):
+            c.close()
+
+
+@pytest.mark.timeout(90)
+def test_metrics_add_up_across_two_workers_and_drop_a_dead_one(start_server: StartServer) -> None:
+    # Two workers without Redis (each its own fan-out; history off so they
+    # share no SQLite window): enough to show the multiprocess merge. The
+    # settings refuse WEB_CONCURRENCY=2 without REDIS_URL, so --workers 2.
+    server = start_server({"STREAM_HISTORY_SIZE": "0", "STREAM_KEEPALIVE_INTERVAL": "1"}, args=["--workers", "2"])
+    clients: list[SSEClient] = []
+    try:
+        while len(clients) < 40:
+            clients += [SSEClient(server.port, params=[("topic", "mw")]).open() for _ in range(4)]
+            per_worker = health_by_pid(server, tries=20)
+            if len(per_worker) == 2 and all(per_worker.values()) and sum(per_worker.values()) == len(clients):
+                break
+        assert len(per_worker) == 2 and all(per_worker.values()), per_worker
+        opened = len(clients)
+        for _ in range(6):  # whichever worker answers, the totals are the instance's
+            samples = scrape(server)
+            assert value(samples, "jobstream_connections_active") == opened
+            assert value(samples, "jobstream_connections_opened_total") == opened
+
+        for n in range(10):
+            server.publish("mw", n)
+
+        def delivered_matches() -> bool:
+            for c in clients:
+                try:
+                    c.pump(0.05)
+                except TimeoutError:
+                    pass
+            received = sum(len(c.events) for c in clients)
+            samples = scrape(server)
+            return received > 0 and value(samples, "jobstream_events_delivered_total") == received
+
+        server.wait_for(delivered_matches, timeout=10, interval=0.2)
+        assert value(scrape(server), "jobstream_events_published_total") == 10
+
+        for c in clients[:3]:
+            c.close()
+        server.wait_for(
+            lambda: value(scrape(server), "jobstream_connections_closed_total", reason="client") == 3, timeout=10
+        )
+        alive = clients[3:]
+        victim = max(server.worker_pids())
+        os.kill(victim, signal.SIGKILL)
+
+        def survivors() -> list[SSEClient]:
+            for c in alive:
+                try:
+                    c.pump(0.05)
+                except (TimeoutError, OSError):
+                    pass
+            return [c for c in alive if not c.eof]
+
+        # The killed worker's streams end; child_exit removes its live gauge.
+        server.wait_for(lambda: value(scrape(server), "jobstream_connections_active") == len(survivors()), timeout=20)
+        samples = scrape(server)
+        assert 0 < value(samples, "jobstream_connections_active") < len(alive)
+        assert value(samples, "jobstream_connections_opened_total") == opened  # counters outlive their worker
+    finally:
+        for c in clients:
+            c.close()
