@@ -14,7 +14,7 @@ from flask import Flask
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 import streaming
-from streaming import auth, cors, logs, metrics
+from streaming import auth, cors, logs, metrics, openapi
 from streaming.http import MAX_BODY_BYTES, install_error_handlers
 from streaming.service import StreamingService
 from streaming.settings import Settings
@@ -48,6 +48,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.register_blueprint(streaming_bp)
     app.register_blueprint(admin_bp)
     metrics.init_app(app, service)
+    openapi.init_app(app)
     install_error_handlers(app)
     return app
 
