@@ -42,6 +42,7 @@ MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 # How stale another worker's delivered/dropped counts may be in a scrape.
 SYNC_SECONDS = 1.0
 JOB_STATUSES = ("pending", "in_progress", "completed", "cancelled", "error")
+FINAL_STATUSES = ("completed", "cancelled", "error")
 RESET_REASONS = ("malformed", "expired", "unknown", "overflow")
 REPLAY_TRIGGERS = ("reconnect", "overflow")
 # Publish = id + history append + fan-out to every local queue: microseconds
@@ -107,6 +108,8 @@ class Metrics:
             self.replays.labels(trigger)
         for reason in RESET_REASONS:
             self.resets.labels(reason)
+        for status in FINAL_STATUSES:
+            self.job_seconds.labels(status)
         self._sync_lock = threading.Lock()
         self._seen_delivered = 0
         self._seen_dropped = 0
@@ -135,7 +138,7 @@ class Metrics:
         self.resets.labels(_bounded(reason, RESET_REASONS)).inc()
 
     def on_job_finished(self, status: str, seconds: float) -> None:
-        self.job_seconds.labels(_bounded(status, JOB_STATUSES)).observe(max(0.0, seconds))
+        self.job_seconds.labels(_bounded(status, FINAL_STATUSES)).observe(max(0.0, seconds))
 
     def sync(self, stats: dict[str, Any]) -> None:
         """Copy the registry's exact delivered/dropped totals (they only grow)."""
@@ -225,6 +228,7 @@ def init_app(app: Flask, service: StreamingService, environ: dict[str, str] | No
     service.publish_hooks.append(metrics.on_publish)
     service.on_replay = metrics.on_replay
     service.on_reset = metrics.on_reset
+    service.job_finished_hooks.append(metrics.on_job_finished)
     syncer = _Syncer(metrics, service)
     service.on_start.append(syncer.start)
     service.on_shutdown.append(syncer.stop)

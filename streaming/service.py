@@ -57,6 +57,8 @@ class StreamingService:
         self.publish_hooks: list[Callable[[Event, float], None]] = []
         self.on_replay: Callable[[str], None] | None = None
         self.on_reset: Callable[[str], None] | None = None
+        # Called by the jobs package once per job reaching a final status.
+        self.job_finished_hooks: list[Callable[[str, float], None]] = []
         self._lock = threading.Lock()
         self._started = False
         self.shutting_down = False
@@ -72,6 +74,11 @@ class StreamingService:
             for hook in self.publish_hooks:
                 hook(published, elapsed)
         return published
+
+    def job_finished(self, status: str, seconds: float) -> None:
+        """A job reached ``status`` (completed, cancelled, error) after running ``seconds``."""
+        for hook in self.job_finished_hooks:
+            hook(status, seconds)
 
     def _closed(self, client: Client, reason: str) -> None:
         for hook in self.close_hooks:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import queue
 import signal
 import subprocess
 import sys
@@ -10,8 +11,14 @@ from pathlib import Path
 
 import httpx
 import pytest
+from prometheus_client import generate_latest, values
 from prometheus_client.parser import text_string_to_metric_families
 
+from app import create_app
+from streaming.metrics import Metrics
+from streaming.registry import Client
+from streaming.service import StreamingService
+from streaming.settings import Settings
 from tests.conftest import StartServer
 from tests.support.server import ROOT, ServerProcess
 from tests.support.sse import SSEClient
@@ -43,6 +50,36 @@ def health_by_pid(server: ServerProcess, tries: int = 40) -> dict[int, int]:
         body = httpx.get(server.url("/health"), headers={"Connection": "close"}, timeout=10).json()
         seen[body["pid"]] = body["stream"]["active_connections"]
     return seen
+
+
+def test_fanout_to_many_streams_touches_metrics_once_per_publish(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The hot-path rule: no metric call per event per client.
+    app = create_app(Settings(jobs_db=str(tmp_path / "jobs.db"), history_size=0))
+    svc: StreamingService = app.extensions["jobstream"]
+    clients = [Client(queue=queue.Queue(100), remote_addr=f"10.0.0.{n % 7}", user_agent="") for n in range(300)]
+    for client in clients:
+        assert svc.registry.admit(client) is None
+    updates: list[float] = []
+    original = values.MutexValue.inc
+
+    def counting_inc(self: values.MutexValue, amount: float) -> None:
+        updates.append(amount)
+        original(self, amount)  # type: ignore[no-untyped-call]
+
+    monkeypatch.setattr(values.MutexValue, "inc", counting_inc)
+    for n in range(20):
+        svc.publish("hot", "message", n)
+    assert all(c.queue.qsize() == 20 for c in clients)
+    assert len(updates) <= 20 * 3  # published + histogram bucket and sum, per publish
+    svc.job_finished("completed", 2.5)
+    metrics: Metrics = app.extensions["jobstream.metrics"]
+    metrics.sync(svc.registry.stats())
+    text = generate_latest(metrics.scrape_registry(None)).decode()
+    assert 'jobstream_job_duration_seconds_count{status="completed"} 1.0' in text
+    assert "jobstream_events_published_total 20.0" in text
+    svc.close()
 
 
 def test_gunicorn_config_keeps_prometheus_out_of_the_master(tmp_path: Path) -> None:
