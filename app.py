@@ -15,7 +15,7 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 
 import streaming
 from streaming import auth, cors, logs, metrics, openapi
-from streaming.http import MAX_BODY_BYTES, install_error_handlers
+from streaming.http import MAX_BODY_BYTES, install_body_limit, install_error_handlers
 from streaming.service import StreamingService
 from streaming.settings import Settings
 
@@ -44,6 +44,7 @@ def create_app(settings: Settings | None = None) -> Flask:
 
     # CORS first: a preflight must be answered before the token guard sees it.
     cors.init_app(app, settings.allowed_origins)
+    install_body_limit(app)
     auth.init_app(app, settings.api_token)
     app.register_blueprint(streaming_bp)
     app.register_blueprint(admin_bp)

@@ -67,6 +67,18 @@ def test_every_guarded_route_answers_401_without_the_token(guarded: ServerProces
 
 
 @pytest.mark.timeout(30)
+def test_every_write_route_refuses_a_body_over_64k(guarded: ServerProcess, tmp_path: Path) -> None:
+    body = b'{"pad": "' + b"x" * (64 * 1024) + b'"}'
+    for method, path in _guarded_routes(tmp_path):
+        if method == "GET":
+            continue
+        headers = {**AUTH, "Content-Type": "application/json"}
+        response = guarded.http.request(method, path, content=body, headers=headers)
+        assert response.status_code == 413, (method, path, response.text)
+        assert "limit" in response.json()["error"]
+
+
+@pytest.mark.timeout(30)
 def test_the_token_lets_writes_and_admin_through(guarded: ServerProcess) -> None:
     body = {"topic": "auth/ok", "data": 1}
     assert guarded.http.post("/events", json=body, headers=AUTH).status_code == 202
