@@ -23,7 +23,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from flask import Blueprint, Flask, Response, current_app
@@ -60,11 +60,14 @@ def _bounded(value: str, allowed: tuple[str, ...]) -> str:
 class Metrics:
     """One worker's metric objects and the hooks that move them."""
 
-    def __init__(self, multiprocess_dir: str | None) -> None:
-        self.multiprocess_dir = multiprocess_dir
-        # Multiprocess values live in files, not in a registry.
+    def __init__(self, multiprocess_dir: str | None, job_counts: Callable[[], dict[str, int]] | None = None) -> None:
+        # Multiprocess values live in files, not in a registry; what a scrape
+        # exposes is then a collector that merges every worker's files.
         reg = None if multiprocess_dir else CollectorRegistry()
-        self.own_registry = reg
+        self.exposed = reg or CollectorRegistry()
+        if multiprocess_dir:
+            MultiProcessCollector(self.exposed, path=multiprocess_dir)  # type: ignore[no-untyped-call]
+        self.exposed.register(_JobsCollector(job_counts))
         self.active = Gauge(
             "jobstream_connections_active", "Open /stream connections.", multiprocess_mode="livesum", registry=reg
         )
@@ -151,29 +154,6 @@ class Metrics:
                 self.dropped.inc(dropped - self._seen_dropped)
                 self._seen_dropped = dropped
 
-    # -- exposition ----------------------------------------------------------
-
-    def scrape_registry(self, job_counts: Callable[[], dict[str, int]] | None) -> CollectorRegistry:
-        if self.multiprocess_dir:
-            registry = CollectorRegistry()
-            MultiProcessCollector(registry, path=self.multiprocess_dir)  # type: ignore[no-untyped-call]
-        else:
-            assert self.own_registry is not None
-            registry = CollectorRegistry()
-            registry.register(_Forward(self.own_registry))
-        registry.register(_JobsCollector(job_counts))
-        return registry
-
-
-class _Forward:
-    """Expose a private registry inside a per-scrape one."""
-
-    def __init__(self, registry: CollectorRegistry) -> None:
-        self.registry = registry
-
-    def collect(self) -> Iterable[Metric]:
-        return self.registry.collect()
-
 
 class _JobsCollector:
     """``jobstream_jobs{status}``, counted by the job store when scraped."""
@@ -182,13 +162,11 @@ class _JobsCollector:
         self.job_counts = job_counts
 
     def collect(self) -> Iterator[Metric]:
-        counts: dict[str, int] = {}
-        if self.job_counts is not None:
-            try:
-                counts = self.job_counts()
-            except Exception:
-                log.exception("metrics: job counts unavailable")
-                return
+        try:
+            counts = self.job_counts() if self.job_counts is not None else {}
+        except Exception:
+            log.exception("metrics: job counts unavailable")
+            return
         family = GaugeMetricFamily("jobstream_jobs", "Jobs in the store, by status.", labels=["status"])
         for status in JOB_STATUSES:
             family.add_metric([status], counts.get(status, 0))
@@ -222,7 +200,8 @@ class _Syncer:
 
 def init_app(app: Flask, service: StreamingService, environ: dict[str, str] | None = None) -> Metrics:
     directory = (environ if environ is not None else os.environ).get(MULTIPROC_ENV) or None
-    metrics = Metrics(directory)
+    # The jobs package may install job_counts after this runs.
+    metrics = Metrics(directory, lambda: service.job_counts() if service.job_counts is not None else {})
     service.registry.on_admit = metrics.on_admit
     service.close_hooks.append(metrics.on_close)
     service.publish_hooks.append(metrics.on_publish)
@@ -242,5 +221,5 @@ def scrape() -> Response:
     metrics: Metrics = current_app.extensions["jobstream.metrics"]
     service: StreamingService = current_app.extensions["jobstream"]
     metrics.sync(service.registry.stats())
-    body = generate_latest(metrics.scrape_registry(service.job_counts))
+    body = generate_latest(metrics.exposed)
     return Response(body, content_type=CONTENT_TYPE_LATEST)

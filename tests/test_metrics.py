@@ -76,7 +76,7 @@ def test_fanout_to_many_streams_touches_metrics_once_per_publish(
     svc.job_finished("completed", 2.5)
     metrics: Metrics = app.extensions["jobstream.metrics"]
     metrics.sync(svc.registry.stats())
-    text = generate_latest(metrics.scrape_registry(None)).decode()
+    text = generate_latest(metrics.exposed).decode()
     assert 'jobstream_job_duration_seconds_count{status="completed"} 1.0' in text
     assert "jobstream_events_published_total 20.0" in text
     svc.close()
