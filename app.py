@@ -13,6 +13,7 @@ from pathlib import Path
 from flask import Flask
 from werkzeug.middleware.proxy_fix import ProxyFix
 
+import jobs
 import streaming
 from streaming import auth, cors, logs, metrics, openapi
 from streaming.http import MAX_BODY_BYTES, install_body_limit, install_error_handlers
@@ -47,6 +48,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     install_body_limit(app)
     auth.init_app(app, settings.api_token)
     app.register_blueprint(streaming_bp)
+    jobs.init_app(app, service)
     app.register_blueprint(admin_bp)
     metrics.init_app(app, service)
     openapi.init_app(app)
