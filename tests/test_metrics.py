@@ -43,12 +43,12 @@ def value(samples: Samples, name: str, **labels: str) -> float:
     return samples.get((name, frozenset(labels.items())), 0.0)
 
 
-def health_by_pid(server: ServerProcess, tries: int = 40) -> dict[int, int]:
-    """Open streams per worker, from /health on fresh connections (each answers for its worker)."""
-    seen: dict[int, int] = {}
+def streams_by_worker(server: ServerProcess, tries: int = 30) -> dict[int, set[str]]:
+    """User agents of the open streams per worker pid, from /admin/clients on fresh connections."""
+    seen: dict[int, set[str]] = {}
     for _ in range(tries):
-        body = httpx.get(server.url("/health"), headers={"Connection": "close"}, timeout=10).json()
-        seen[body["pid"]] = body["stream"]["active_connections"]
+        body = httpx.get(server.url("/admin/clients"), headers={"Connection": "close"}, timeout=10).json()
+        seen[body["worker_pid"]] = {c["user_agent"] for c in body["clients"]}
     return seen
 
 
@@ -146,20 +146,43 @@ def test_metrics_count_streams_rejections_publishes_and_replays(start_server: St
             c.close()
 
 
+@pytest.mark.timeout(60)
+def test_metrics_count_jobs_by_status_and_time_finished_jobs(start_server: StartServer) -> None:
+    server = start_server()
+    ids = []
+    for body in ({"type": "sleep", "params": {"seconds": 0.2, "steps": 2}}, {"type": "fail"}):
+        response = server.http.post("/jobs", json=body)
+        assert response.status_code == 201, response.text
+        ids.append(response.json()["id"])
+    server.wait_for(lambda: all(server.http.get(f"/jobs/{i}").json()["status"] in ("completed", "error") for i in ids))
+    samples = scrape(server)
+    assert value(samples, "jobstream_jobs", status="completed") == 1
+    assert value(samples, "jobstream_jobs", status="error") == 1
+    assert value(samples, "jobstream_job_duration_seconds_count", status="completed") == 1
+    assert value(samples, "jobstream_job_duration_seconds_count", status="error") == 1
+    assert value(samples, "jobstream_job_duration_seconds_sum", status="completed") >= 0.2
+    assert value(samples, "jobstream_events_published_total") >= 4  # created, started, ... finished
+
+
 @pytest.mark.timeout(90)
 def test_metrics_add_up_across_two_workers_and_drop_a_dead_one(start_server: StartServer) -> None:
     # Two workers without Redis (each its own fan-out; history off so they
     # share no SQLite window): enough to show the multiprocess merge. The
     # settings refuse WEB_CONCURRENCY=2 without REDIS_URL, so --workers 2.
     server = start_server({"STREAM_HISTORY_SIZE": "0", "STREAM_KEEPALIVE_INTERVAL": "1"}, args=["--workers", "2"])
-    clients: list[SSEClient] = []
+    clients: dict[str, SSEClient] = {}
     try:
-        while len(clients) < 40:
-            clients += [SSEClient(server.port, params=[("topic", "mw")]).open() for _ in range(4)]
-            per_worker = health_by_pid(server, tries=20)
-            if len(per_worker) == 2 and all(per_worker.values()) and sum(per_worker.values()) == len(clients):
+        # Each stream is tagged by its User-Agent, so /admin/clients tells
+        # which worker holds it; open until both hold at least two.
+        while len(clients) < 60:
+            for _ in range(4):
+                tag = f"mw{len(clients)}"
+                clients[tag] = SSEClient(server.port, params=[("topic", "mw")], headers={"User-Agent": tag}).open()
+            held = streams_by_worker(server)
+            both = len(held) == 2 and all(len(tags) >= 2 for tags in held.values())
+            if both and set().union(*held.values()) == set(clients):
                 break
-        assert len(per_worker) == 2 and all(per_worker.values()), per_worker
+        assert len(held) == 2 and all(len(tags) >= 2 for tags in held.values()), held
         opened = len(clients)
         for _ in range(6):  # whichever worker answers, the totals are the instance's
             samples = scrape(server)
@@ -170,40 +193,34 @@ def test_metrics_add_up_across_two_workers_and_drop_a_dead_one(start_server: Sta
             server.publish("mw", n)
 
         def delivered_matches() -> bool:
-            for c in clients:
+            for c in clients.values():
                 try:
-                    c.pump(0.05)
+                    c.pump(0.02)
                 except TimeoutError:
                     pass
-            received = sum(len(c.events) for c in clients)
-            samples = scrape(server)
-            return received > 0 and value(samples, "jobstream_events_delivered_total") == received
+            received = sum(len(c.events) for c in clients.values())
+            return received > 0 and value(scrape(server), "jobstream_events_delivered_total") == received
 
         server.wait_for(delivered_matches, timeout=10, interval=0.2)
         assert value(scrape(server), "jobstream_events_published_total") == 10
 
-        for c in clients[:3]:
-            c.close()
+        (victim, doomed), (_, kept) = sorted(held.items())
+        for tags in (doomed, kept):  # one stream leaves each worker
+            clients[sorted(tags)[0]].close()
         server.wait_for(
-            lambda: value(scrape(server), "jobstream_connections_closed_total", reason="client") == 3, timeout=10
+            lambda: value(scrape(server), "jobstream_connections_closed_total", reason="client") == 2, timeout=10
         )
-        alive = clients[3:]
-        victim = max(server.worker_pids())
+        assert value(scrape(server), "jobstream_connections_active") == opened - 2
+
         os.kill(victim, signal.SIGKILL)
-
-        def survivors() -> list[SSEClient]:
-            for c in alive:
-                try:
-                    c.pump(0.05)
-                except (TimeoutError, OSError):
-                    pass
-            return [c for c in alive if not c.eof]
-
-        # The killed worker's streams end; child_exit removes its live gauge.
-        server.wait_for(lambda: value(scrape(server), "jobstream_connections_active") == len(survivors()), timeout=20)
-        samples = scrape(server)
-        assert 0 < value(samples, "jobstream_connections_active") < len(alive)
-        assert value(samples, "jobstream_connections_opened_total") == opened  # counters outlive their worker
+        # Its streams end with it; child_exit removes its live gauge, its
+        # counters stay (counters never go down).
+        server.wait_for(lambda: value(scrape(server), "jobstream_connections_active") == len(kept) - 1, timeout=20)
+        assert value(scrape(server), "jobstream_connections_opened_total") == opened
+        # Let the replacement worker finish booting: a SIGTERM that reaches a
+        # worker between fork and its signal set-up is lost (gunicorn), and
+        # the teardown would wait for the kill timeout.
+        server.wait_for(lambda: sum(r.get("event") == "worker_started" for r in server.log_records()) == 3)
     finally:
-        for c in clients:
+        for c in clients.values():
             c.close()

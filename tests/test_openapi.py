@@ -56,7 +56,8 @@ def test_schemathesis_finds_no_5xx_and_no_response_off_spec(start_server: StartS
     # never ends, so it is left out; tests/test_stream.py covers its responses.
     server = start_server({"API_TOKEN": "fuzz-token"})
     command = [
-        *SCHEMATHESIS, "run", server.url("/openapi.json"),
+        *SCHEMATHESIS, "--config-file", str(Path(__file__).with_name("schemathesis.toml")),
+        "run", server.url("/openapi.json"),
         "--exclude-path", "/stream",
         "--header", "Authorization: Bearer fuzz-token",
         "--checks", "all",
