@@ -3,12 +3,17 @@
 Imported by the gunicorn master *before* gevent patches anything, so it
 imports only the standard library and ``streaming.settings`` (itself stdlib
 only). The app is never preloaded: each worker imports it after patching.
+prometheus_client in particular is imported only inside hooks: it chooses
+single- or multi-process mode at import, from ``PROMETHEUS_MULTIPROC_DIR``,
+which ``on_starting`` sets before the first worker is forked.
 """
 
 import json
 import os
 import resource
+import shutil
 import sys
+import tempfile
 
 from streaming.logs import gunicorn_logconfig
 from streaming.settings import ConfigError, Settings
@@ -58,3 +63,50 @@ def worker_int(worker):
     from streaming.lifecycle import worker_int as stop
 
     stop(worker)
+
+
+# -- Prometheus multiprocess files (streaming/metrics.py) ---------------------
+
+_METRICS_DIR_ENV = "PROMETHEUS_MULTIPROC_DIR"
+_own_metrics_dir: list[str] = []  # the directory made here, removed on exit
+
+
+def on_starting(server):
+    """Master, before any fork: give workers an empty directory for metric files."""
+    directory = os.environ.get(_METRICS_DIR_ENV)
+    if directory:
+        # An operator's directory: values of a previous run must not be added in.
+        os.makedirs(directory, exist_ok=True)
+        for name in os.listdir(directory):
+            if name.endswith(".db"):
+                os.remove(os.path.join(directory, name))
+    else:
+        directory = tempfile.mkdtemp(prefix="jobstream-metrics-")
+        _own_metrics_dir.append(directory)
+        os.environ[_METRICS_DIR_ENV] = directory
+
+
+def child_exit(server, worker):
+    """Master, after a worker exited (or was killed): drop its live gauges.
+
+    This is ``prometheus_client.multiprocess.mark_process_dead``, done with
+    ``os`` alone: importing prometheus_client here would import ``ssl`` and
+    ``socket`` into the master, so every later-forked worker would have them
+    before gevent patches (gevent warns; ssl would stay unpatched). Its
+    counters stay on disk, as counters must; tests/test_metrics.py checks
+    both against the pinned prometheus_client.
+    """
+    directory = os.environ.get(_METRICS_DIR_ENV)
+    if not directory:
+        return
+    for name in os.listdir(directory):
+        if name.startswith("gauge_live") and name.endswith(f"_{worker.pid}.db"):
+            try:
+                os.remove(os.path.join(directory, name))
+            except FileNotFoundError:
+                pass
+
+
+def on_exit(server):
+    for directory in _own_metrics_dir:
+        shutil.rmtree(directory, ignore_errors=True)

@@ -18,8 +18,11 @@ from typing import TYPE_CHECKING
 from jobs.handlers import JobCancelled, JobContext, ParamsError, handler, registry
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from flask import Flask
 
+    from jobs.model import Job
     from jobs.store import JobStore
     from streaming.service import StreamingService
 
@@ -52,7 +55,9 @@ def init_app(app: Flask, service: StreamingService, store: JobStore | None = Non
     load_handlers(settings.jobs_handlers)
     store = store or make_store(settings)
     announce = publisher(service)
-    runner = Runner(store, registry, announce, concurrency=settings.jobs_concurrency, in_server=True)
+    runner = Runner(
+        store, registry, announce, concurrency=settings.jobs_concurrency, in_server=True, on_finished=_timer(service)
+    )
     feed = ChangeFeed(store, announce)
     app.extensions["jobs"] = JobsExtension(store=store, runner=runner, handlers=registry, service=service)
     app.register_blueprint(bp)
@@ -63,3 +68,13 @@ def init_app(app: Flask, service: StreamingService, store: JobStore | None = Non
     # Stop the runner first, so the jobs it marks interrupted are published
     # by this process while the streams are still open.
     service.on_shutdown.extend([runner.stop, feed.stop])
+
+
+def _timer(service: StreamingService) -> Callable[[Job], None]:
+    """Report each finished job's run time to the service (the duration metric)."""
+
+    def finished(job: Job) -> None:
+        if job.started_at is not None and job.finished_at is not None:
+            service.job_finished(job.status.value, (job.finished_at - job.started_at) / 1000)
+
+    return finished

@@ -81,6 +81,8 @@ class Runner:
     in_server: bool = False  # then worker_only types are left to python -m jobs.worker
     clock: Callable[[], float] = time.monotonic
     start_thread: Callable[[Task], None] | None = None
+    # Called once per job this runner finished (metrics: job duration).
+    on_finished: Callable[[Job], None] | None = None
     running: dict[str, Running] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -245,6 +247,8 @@ class Runner:
                 log.warning("job no longer ours", extra={"event": "job_lost", "job_id": job_id})
             else:
                 self._announce(job)
+                if self.on_finished is not None:
+                    self.on_finished(job)
 
     def _lost(self, item: Running) -> None:
         # Another process recovered this job (it thought we were dead); its

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from typing import Any, NoReturn
 
-from flask import Flask, Request, Response, jsonify
+from flask import Flask, Request, Response, jsonify, request
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 MAX_BODY_BYTES = 64 * 1024
@@ -70,6 +70,23 @@ def read_json_object(request: Request) -> dict[str, Any]:
     if not isinstance(body, dict):
         fail(400, f"body must be a JSON object, got {type(body).__name__ if body is not None else 'null'}")
     return body
+
+
+def install_body_limit(app: Flask) -> None:
+    """413 for any declared body over the limit, on every route.
+
+    Flask's MAX_CONTENT_LENGTH acts only when a view reads the body, so a
+    route that ignores its body (``POST /jobs/<id>/cancel``) would accept
+    one of any size. Chunked bodies have no length up front and are cut off
+    by ``read_json_object``.
+    """
+
+    @app.before_request
+    def _refuse_large_body() -> Response | None:
+        length = request.content_length
+        if length is not None and length > MAX_BODY_BYTES:
+            return error_response(413, f"body is {length} bytes; the limit is {MAX_BODY_BYTES}")
+        return None
 
 
 def reject_unknown_fields(body: dict[str, Any], allowed: tuple[str, ...]) -> None:

@@ -111,6 +111,7 @@ class Registry:
         max_connections_per_ip: int = 0,
         clock: Clock = time.monotonic,
         on_close: Callable[[Client, str], None] | None = None,
+        on_admit: Callable[[Client, str | None], None] | None = None,
     ) -> None:
         self.max_connections = max_connections
         self.max_per_ip = max_connections_per_ip
@@ -120,6 +121,8 @@ class Registry:
         self.stale_after = 2 * keepalive_seconds + send_timeout_seconds
         self.clock = clock
         self.on_close = on_close
+        # Called after every admit decision (None = accepted), outside the lock.
+        self.on_admit = on_admit
         self._lock = threading.Lock()
         self._clients: dict[queue.Queue[Any], Client] = {}
         self._per_ip: dict[str, int] = {}
@@ -135,7 +138,18 @@ class Registry:
     # -- membership -------------------------------------------------------
 
     def admit(self, client: Client) -> str | None:
-        """Register ``client``; return ``None`` or the reason it was refused."""
+        """Register ``client``; return ``None`` or the reason it was refused.
+
+        The per-IP check counts this worker's streams. A broker that counts
+        across workers (Redis) can replace this method; callers only see the
+        reason.
+        """
+        reason = self._admit(client)
+        if self.on_admit is not None:
+            self.on_admit(client, reason)
+        return reason
+
+    def _admit(self, client: Client) -> str | None:
         with self._lock:
             reason = None
             if self.draining:
@@ -258,8 +272,11 @@ class Registry:
     # -- reporting ----------------------------------------------------------
 
     def stats(self) -> dict[str, Any]:
-        clients = self.clients()
         with self._lock:
+            # Snapshot and retired total read together: a client removed in
+            # between would otherwise be counted twice, and total_messages
+            # (exported as a counter) would go backwards on the next call.
+            clients = tuple(self._clients.values())
             retired = self._retired_events
             counters = {
                 "accepted": self.accepted,

@@ -37,7 +37,7 @@ class StreamingService:
             keepalive_seconds=settings.keepalive_seconds,
             max_connections_per_ip=settings.max_connections_per_ip,
             clock=clock,
-            on_close=_log_closed,
+            on_close=self._closed,
         )
         if broker is None:
             store = SqliteHistory(settings.jobs_db, settings.history_size) if settings.history_size else None
@@ -50,6 +50,15 @@ class StreamingService:
         self.job_counts: Callable[[], dict[str, int]] | None = None
         self.on_start: list[Callable[[], None]] = []
         self.on_shutdown: list[Callable[[], None]] = []
+        # Observers (metrics): called once per stream closed, per publish
+        # (with its duration in seconds), per replay and per reset; never per
+        # event per client.
+        self.close_hooks: list[Callable[[Client, str], None]] = [_log_closed]
+        self.publish_hooks: list[Callable[[Event, float], None]] = []
+        self.on_replay: Callable[[str], None] | None = None
+        self.on_reset: Callable[[str], None] | None = None
+        # Called by the jobs package once per job reaching a final status.
+        self.job_finished_hooks: list[Callable[[str, float], None]] = []
         self._lock = threading.Lock()
         self._started = False
         self.shutting_down = False
@@ -57,7 +66,23 @@ class StreamingService:
     # -- the spec's API ------------------------------------------------------
 
     def publish(self, topic: str, event: str, data: Any) -> Event:
-        return self.broker.publish(topic, event, data_text(data))
+        text = data_text(data)
+        started = time.perf_counter()
+        published = self.broker.publish(topic, event, text)
+        if self.publish_hooks:
+            elapsed = time.perf_counter() - started
+            for hook in self.publish_hooks:
+                hook(published, elapsed)
+        return published
+
+    def job_finished(self, status: str, seconds: float) -> None:
+        """A job reached ``status`` (completed, cancelled, error) after running ``seconds``."""
+        for hook in self.job_finished_hooks:
+            hook(status, seconds)
+
+    def _closed(self, client: Client, reason: str) -> None:
+        for hook in self.close_hooks:
+            hook(client, reason)
 
     def stats(self) -> dict[str, Any]:
         return self.registry.stats()

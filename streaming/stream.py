@@ -40,6 +40,9 @@ class StreamOptions:
     clock: Callable[[], float]
     snapshot: Snapshot | None = None  # jobs matching the client's topics
     wants_snapshot: bool = False
+    # Observers (metrics), called once per replay or reset, not per event.
+    on_replay: Callable[[str], None] | None = None  # "reconnect" or "overflow"
+    on_reset: Callable[[str], None] | None = None  # the ReplayGap reason
 
 
 def open_stream(
@@ -66,7 +69,9 @@ def open_stream(
                 last_key = replayed[-1].key if replayed else key
                 opening.extend(e.wire for e in replayed)
                 sent += len(replayed)
+                _notify(options.on_replay, "reconnect")
             except ReplayGap as gap:
+                _notify(options.on_reset, gap.reason)
                 opening.append(_reset(gap.reason, last_event_id))
                 heal_from = broker.last_key
                 opening.append(_snapshot(client, broker, options))
@@ -102,7 +107,9 @@ def open_stream(
                     if base is None:
                         raise ReplayGap("overflow")
                     batch = [*broker.replay(base, client.topics), *batch]
+                    _notify(options.on_replay, "overflow")
                 except ReplayGap:
+                    _notify(options.on_reset, "overflow")
                     chunks.append(_reset("overflow", format_id(base) if base else ""))
                     chunks.append(_snapshot(client, broker, options))
             count = 0
@@ -131,6 +138,11 @@ def open_stream(
                 client.sock.shutdown(socket.SHUT_RD)
             except OSError:
                 pass  # the peer already closed
+
+
+def _notify(hook: Callable[[str], None] | None, label: str) -> None:
+    if hook is not None:
+        hook(label)
 
 
 def _farewell(client: Client) -> bytes:

@@ -82,6 +82,8 @@ def stream() -> Response:
         clock=svc.clock,
         snapshot=svc.snapshot,
         wants_snapshot=topics.could_match_prefix("jobs/"),
+        on_replay=svc.on_replay,
+        on_reset=svc.on_reset,
     )
     body = open_stream(client, svc.registry, svc.broker, options, last_event_id or None, svc.broker.last_key)
     response = Response(body, mimetype="text/event-stream", headers=SSE_HEADERS)

@@ -28,7 +28,8 @@ def app(tmp_path: Path) -> Iterator[Flask]:
 def test_init_app_wires_hooks_but_starts_nothing(app: Flask) -> None:
     service: StreamingService = app.extensions["jobstream"]
     assert service.snapshot is not None and service.job_counts is not None
-    assert len(service.on_start) == 2 and len(service.on_shutdown) == 2
+    jobs = app.extensions["jobs"]
+    assert jobs.runner.start in service.on_start and jobs.runner.stop in service.on_shutdown
     assert app.extensions["jobs"].runner.running == {} and not service.started
     assert service.job_counts()["total"] == 0
 

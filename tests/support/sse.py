@@ -44,6 +44,9 @@ class SSEClient:
     params: list[tuple[str, str]] = field(default_factory=list)
     headers: dict[str, str] = field(default_factory=dict)
     timeout: float = 10.0
+    # Local address to connect from (127.0.0.0/8 has many): distinct client
+    # IPs behind a proxy without spoofing any header.
+    source: str | None = None
 
     def __post_init__(self) -> None:
         self.sock: socket.socket | None = None
@@ -72,6 +75,8 @@ class SSEClient:
         if recv_buffer is not None:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, recv_buffer)
         sock.settimeout(self.timeout)
+        if self.source is not None:
+            sock.bind((self.source, 0))
         sock.connect(("127.0.0.1", self.port))
         query = f"?{urlencode(self.params)}" if self.params else ""
         lines = [f"GET {self.path}{query} HTTP/1.1", f"Host: 127.0.0.1:{self.port}", "Accept: text/event-stream"]

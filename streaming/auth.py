@@ -1,0 +1,66 @@
+"""Bearer-token guard for writes and the admin endpoints.
+
+Trust model: ``API_TOKEN`` is one shared secret for operators and trusted
+publishers. When it is set, every state-changing request (any method other
+than GET, HEAD and OPTIONS, on any route: ``POST /events``, ``POST /jobs``,
+``POST /jobs/<id>/cancel`` and whatever is added later) and everything under
+``/admin/`` needs ``Authorization: Bearer <token>``. Reads meant for browsers
+and infrastructure (``/stream``, ``/health``, ``/metrics``, the board, the
+spec) stay open: a browser's ``EventSource`` cannot send headers, and a load
+balancer or Prometheus should not need the secret.
+
+The guard is one ``before_request`` hook, so blueprints need no decorators
+and a new write route is guarded by default. Unset, everything stays open
+and each worker logs one warning at start-up.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+
+from flask import Flask, Response, request
+
+from streaming.http import error_response
+
+log = logging.getLogger("jobstream.auth")
+
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+ADMIN_PREFIX = "/admin/"
+
+
+def needs_token(method: str, path: str) -> bool:
+    return method not in SAFE_METHODS or path.startswith(ADMIN_PREFIX) or path == ADMIN_PREFIX.rstrip("/")
+
+
+def token_matches(header: str, token: bytes) -> bool:
+    """Whether an ``Authorization`` header carries ``token`` (RFC 6750 section 2.1)."""
+    scheme, _, given = header.strip().partition(" ")
+    if scheme.lower() != "bearer":
+        return False
+    # Constant-time on bytes: compare_digest refuses non-ASCII str.
+    return hmac.compare_digest(given.strip().encode("utf-8", "surrogateescape"), token)
+
+
+def init_app(app: Flask, api_token: str) -> None:
+    if not api_token:
+        log.warning(
+            "API_TOKEN is unset: POST /events, the jobs API and /admin/* are open to anyone who can reach the port",
+            extra={"event": "auth_disabled"},
+        )
+        return
+    token = api_token.encode("utf-8")
+
+    @app.before_request
+    def _require_token() -> Response | None:
+        # Unknown routes and methods fall through to their JSON 404/405.
+        if request.url_rule is None or not needs_token(request.method, request.path):
+            return None
+        header = request.headers.get("Authorization", "")
+        if header and token_matches(header, token):
+            return None
+        if header:
+            message, challenge = "invalid bearer token", 'Bearer realm="jobstream", error="invalid_token"'
+        else:
+            message, challenge = "missing bearer token", 'Bearer realm="jobstream"'
+        return error_response(401, message, {"WWW-Authenticate": challenge})
