@@ -48,10 +48,39 @@ if _want > _soft:
     resource.setrlimit(resource.RLIMIT_NOFILE, (_want, _hard))
 
 
+# Stream limits and /health totals are per instance: with several workers
+# they live in a table the master shares with every worker it forks
+# (streaming/instance.py). Made in on_starting (and again after a HUP re-read
+# this file), never at import.
+_table = None
+
+
+def _ensure_table():
+    global _table
+    if _table is None and workers > 1:
+        from streaming.instance import InstanceTable
+
+        # Room for old and new workers side by side during a reload.
+        _table = InstanceTable.create(rows=2 * workers + 8)
+
+
+def on_starting(server):
+    _ensure_table()
+
+
+def on_reload(server):
+    _ensure_table()
+
+
+def child_exit(server, worker):
+    if _table is not None:
+        _table.release_pid(worker.pid)
+
+
 def post_worker_init(worker):
     from streaming.lifecycle import post_worker_init as start
 
-    start(worker)
+    start(worker, _table)
 
 
 def worker_int(worker):

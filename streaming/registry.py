@@ -19,7 +19,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from streaming.events import Event
 from streaming.topics import TopicFilter
@@ -96,7 +96,27 @@ class Client:
         }
 
 
+class Admission(Protocol):
+    """Capacity decided beyond this process (``streaming.instance``).
+
+    ``try_admit``, ``release`` and ``report`` are called under the registry
+    lock and must not yield; ``totals`` turns this worker's counters into the
+    instance's.
+    """
+
+    def try_admit(self, ip: str) -> str | None: ...
+
+    def release(self, ip: str) -> None: ...
+
+    def report(self, counters: dict[str, int]) -> None: ...
+
+    def totals(self, local: dict[str, Any]) -> dict[str, int]: ...
+
+
 class Registry:
+    """Clients of one worker. ``admit`` is the only place a stream is let in:
+    by its own counts, or by ``admission`` when workers share the limits."""
+
     def __init__(
         self,
         *,
@@ -106,6 +126,7 @@ class Registry:
         max_connections_per_ip: int = 0,
         clock: Clock = time.monotonic,
         on_close: Callable[[Client, str], None] | None = None,
+        admission: Admission | None = None,
     ) -> None:
         self.max_connections = max_connections
         self.max_per_ip = max_connections_per_ip
@@ -115,6 +136,7 @@ class Registry:
         self.stale_after = 2 * keepalive_seconds + send_timeout_seconds
         self.clock = clock
         self.on_close = on_close
+        self.admission = admission
         self._lock = threading.Lock()
         self._clients: dict[queue.Queue[Any], Client] = {}
         self._per_ip: dict[str, int] = {}
@@ -135,18 +157,22 @@ class Registry:
             reason = None
             if self.draining:
                 reason = DRAINING
+            elif self.admission is not None:
+                reason = self.admission.try_admit(client.remote_addr)
             elif len(self._clients) >= self.max_connections:
                 reason = CAPACITY
             elif self.max_per_ip and self._per_ip.get(client.remote_addr, 0) >= self.max_per_ip:
                 reason = PER_IP
             if reason is not None:
                 self.rejected[reason] += 1
-                return reason
-            self._clients[client.queue] = client
-            self._per_ip[client.remote_addr] = self._per_ip.get(client.remote_addr, 0) + 1
-            self._snapshot = (*self._snapshot, client)
-            self.accepted += 1
-            return None
+            else:
+                self._clients[client.queue] = client
+                self._per_ip[client.remote_addr] = self._per_ip.get(client.remote_addr, 0) + 1
+                self._snapshot = (*self._snapshot, client)
+                self.accepted += 1
+            if self.admission is not None:
+                self.admission.report(self._counters())
+            return reason
 
     def remove(self, client_queue: queue.Queue[Any], reason: str = CLIENT) -> Client | None:
         """Unregister; idempotent. Returns the client if this call removed it."""
@@ -162,6 +188,9 @@ class Registry:
             self._snapshot = tuple(c for c in self._snapshot if c is not client)
             self.closed[reason] = self.closed.get(reason, 0) + 1
             self._retired_events += client.events_sent
+            if self.admission is not None:
+                self.admission.release(client.remote_addr)
+                self.admission.report(self._counters())
         if self.on_close is not None:
             self.on_close(client, reason)
         return client
@@ -247,6 +276,15 @@ class Registry:
 
     # -- reporting ----------------------------------------------------------
 
+    def _counters(self) -> dict[str, int]:
+        """What the instance table sums; called under the lock."""
+        return {
+            "accepted": self.accepted,
+            "rejected": sum(self.rejected.values()),
+            "evicted": self.closed.get(EVICTED, 0),
+            "stale": self.closed.get(STALE, 0),
+        }
+
     def stats(self) -> dict[str, Any]:
         clients = self._snapshot
         with self._lock:
@@ -260,7 +298,7 @@ class Registry:
                 "closed_by_reason": dict(self.closed),
             }
         live = sum(c.events_sent for c in clients)
-        return {
+        stats: dict[str, Any] = {
             "active_connections": len(clients),
             "total_messages": retired + live,
             "max_connections": self.max_connections,
@@ -268,3 +306,11 @@ class Registry:
             "dropped": self.dropped,
             **counters,
         }
+        if self.admission is not None:
+            # Instance-wide totals; the by-reason breakdowns stay this worker's.
+            totals = self.admission.totals(stats)
+            stats["active_connections"] = totals["active"]
+            stats["workers"] = totals["workers"]
+            for name in ("total_messages", "dropped", "accepted", "rejected", "evicted", "stale"):
+                stats[name] = totals[name]
+        return stats
