@@ -96,6 +96,19 @@ def test_the_connection_limit_is_for_the_whole_instance(redis_server: RedisServe
 
 
 @pytest.mark.timeout(60)
+def test_the_per_ip_limit_is_for_the_whole_instance(redis_server: RedisServer, start_server: StartServer) -> None:
+    # Pools of 4: the 5 streams allowed from 127.0.0.1 cannot all sit in one worker.
+    env = scale_env(redis_server, 3, STREAM_MAX_CONNECTIONS_PER_IP="5")
+    server = start_server(env, args=["--worker-connections", "4"])
+    clients = open_streams(server.port, 10, params=[("topic", "ip")])
+    try:
+        assert sorted(c.status for c in clients) == [200] * 5 + [429] * 5
+        assert len(stream_pids(server)) >= 2
+    finally:
+        close_all(clients)
+
+
+@pytest.mark.timeout(60)
 def test_a_paused_redis_keeps_streams_open_and_nothing_is_lost(
     redis_server: RedisServer, start_server: StartServer
 ) -> None:
