@@ -28,7 +28,9 @@ Timeouts are short (``SOCKET_TIMEOUT_SECONDS``) and redis-py's own retries
 are off: a stopped Redis must turn a publish into a prompt 503, not a hang.
 A timed-out ``XADD`` may still be applied once Redis resumes, so a 503 means
 "not confirmed", not "certainly dropped". After the reader has seen Redis
-fail, publishes answer 503 at once until it reconnects.
+fail, publish and replay raise ``BrokerUnavailable`` at once until it
+reconnects; a stream that needed replay then ends with ``retry:`` and keeps
+its ``Last-Event-ID`` for the next attempt (``streaming.stream``).
 
 The connection pool is made on first use inside the worker, after gevent
 patched sockets; nothing here runs at import or in the gunicorn master.
@@ -67,7 +69,6 @@ BACKOFF_MAX_SECONDS = 1.0
 # A reader that lags (a burst, a short outage) must find its entries still
 # there, even with STREAM_HISTORY_SIZE=0.
 MIN_RETAINED = 100
-UNAVAILABLE = "unavailable"
 
 
 def connect(url: str) -> redis.Redis:
@@ -143,11 +144,12 @@ class RedisBroker:
         return Event.create(str(entry_id), topic, event, data)
 
     def replay(self, after: Key, topics: TopicFilter) -> list[Event]:
+        if not self._up:
+            raise BrokerUnavailable("redis unreachable")
         try:
             info, entries = self._window(format_id(after))
         except redis.RedisError as exc:
-            log.warning("replay failed: redis unavailable", extra={"event": "replay_failed", "error": str(exc)})
-            raise ReplayGap(UNAVAILABLE) from exc
+            raise BrokerUnavailable(f"redis: {exc}") from exc
         last = parse_id(info.get("last-generated-id")) or (0, 0)
         if self.history_size <= 0:
             # Replay is off (as in History(0)): only the newest id resumes.

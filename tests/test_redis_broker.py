@@ -138,9 +138,8 @@ def test_a_stopped_redis_fails_publish_fast_and_the_reader_recovers(
         with pytest.raises(BrokerUnavailable):
             broker.publish("t", "message", "during")
         assert time.monotonic() - started < 0.5  # known down: refused without waiting on Redis
-        with pytest.raises(ReplayGap) as gap:
+        with pytest.raises(BrokerUnavailable):
             broker.replay(before.key, EVERYTHING)
-        assert gap.value.reason == "unavailable"
     finally:
         redis_server.resume()
     wait_until(lambda: broker.healthy, timeout=5)

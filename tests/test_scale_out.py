@@ -126,6 +126,10 @@ def test_a_paused_redis_keeps_streams_open_and_nothing_is_lost(
             assert "broker unavailable" in refused.json()["error"]
             keepalives = len(stream.comments)
             stream.wait(lambda c: len(c.comments) >= keepalives + 2, timeout=5)  # still open, still alive
+            early = SSEClient(server.port, params=[("topic", "out")], headers={"Last-Event-ID": before[0]})
+            with early.open():
+                early.wait_eof(timeout=5)  # told to retry later, its position kept: no reset
+                assert early.events == [] and early.retry is not None
         finally:
             redis_server.resume()
         up = server.wait_for(lambda: _health_if(server, 200), timeout=10)
