@@ -82,19 +82,17 @@ def connect(url: str) -> redis.Redis:
     )
 
 
-class RedisBroker:
-    def __init__(self, registry: Registry, url: str, history_size: int, key: str = STREAM_KEY) -> None:
-        self.registry = registry
+class RedisPublisher:
+    """``XADD`` only: for a process that publishes but serves no streams
+    (``python -m jobs.worker`` with ``REDIS_URL``)."""
+
+    def __init__(self, url: str, history_size: int, key: str = STREAM_KEY) -> None:
         self.url = url
         self.history_size = history_size
         self.key = key
         self.maxlen = max(history_size, MIN_RETAINED)
         self._client: redis.Redis | None = None
         self._client_lock = threading.Lock()
-        self._up = True
-        self._cursor: str | None = None  # the reader's last delivered entry id
-        self._last: Key | None = None
-        self._reader = Background("jobstream-redis", self._read)
 
     @property
     def redis(self) -> redis.Redis:
@@ -103,6 +101,30 @@ class RedisBroker:
                 if self._client is None:
                     self._client = connect(self.url)
         return self._client
+
+    def publish(self, topic: str, event: str, data: str) -> Event:
+        try:
+            entry_id = self.redis.xadd(
+                self.key, {"topic": topic, "event": event, "data": data}, maxlen=self.maxlen, approximate=True
+            )
+        except redis.RedisError as exc:
+            raise BrokerUnavailable(f"redis: {exc}") from exc
+        return Event.create(str(entry_id), topic, event, data)
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+
+
+class RedisBroker(RedisPublisher):
+    def __init__(self, registry: Registry, url: str, history_size: int, key: str = STREAM_KEY) -> None:
+        super().__init__(url, history_size, key)
+        self.registry = registry
+        self._up = True
+        self._cursor: str | None = None  # the reader's last delivered entry id
+        self._last: Key | None = None
+        self._reader = Background("jobstream-redis", self._read)
 
     # -- lifecycle ------------------------------------------------------------
 
@@ -122,9 +144,7 @@ class RedisBroker:
 
     def stop(self, timeout: float = 2.0) -> None:
         self._reader.stop(timeout)
-        if self._client is not None:
-            self._client.close()
-            self._client = None
+        self.close()
 
     @property
     def running(self) -> bool:
@@ -135,13 +155,7 @@ class RedisBroker:
     def publish(self, topic: str, event: str, data: str) -> Event:
         if not self._up:
             raise BrokerUnavailable("redis unreachable")
-        try:
-            entry_id = self.redis.xadd(
-                self.key, {"topic": topic, "event": event, "data": data}, maxlen=self.maxlen, approximate=True
-            )
-        except redis.RedisError as exc:
-            raise BrokerUnavailable(f"redis: {exc}") from exc
-        return Event.create(str(entry_id), topic, event, data)
+        return super().publish(topic, event, data)
 
     def replay(self, after: Key, topics: TopicFilter) -> list[Event]:
         if not self._up:

@@ -85,7 +85,13 @@ class StreamingService:
         self.broker.start()
         self.cleaner.start()
         for hook in self.on_start:
-            hook()
+            # A hook that fails (e.g. Redis down while this worker boots) must
+            # not stop the worker from serving streams: gunicorn would take a
+            # failed boot as fatal and stop the whole instance.
+            try:
+                hook()
+            except Exception:
+                log.exception("start hook failed", extra={"event": "start_hook_failed"})
         log.info("worker started", extra={"event": "worker_started", "settings": self.settings.public()})
 
     @property
