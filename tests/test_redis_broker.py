@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import queue
+import threading
 import time
 from collections.abc import Iterator
 
@@ -143,6 +144,7 @@ def test_a_stopped_redis_fails_publish_fast_and_the_reader_recovers(
     finally:
         redis_server.resume()
     wait_until(lambda: broker.healthy, timeout=5)
+    assert [t.name for t in threading.enumerate()].count("jobstream-redis") == 1  # the same reader, reconnected
     after = broker.publish("t", "message", "after")
     assert receive(q, 1)[0].id == after.id
     assert [e.id for e in broker.replay(before.key, EVERYTHING)] == [after.id]
