@@ -53,10 +53,30 @@ if _want > _soft:
     resource.setrlimit(resource.RLIMIT_NOFILE, (_want, _hard))
 
 
+# Stream limits and /health totals are per instance: with several workers
+# they live in a table the master shares with every worker it forks
+# (streaming/instance.py). Made in on_starting (and again after a HUP re-read
+# this file), never at import.
+_table = None
+
+
+def _ensure_table():
+    global _table
+    if _table is None and workers > 1:
+        from streaming.instance import InstanceTable
+
+        # Room for old and new workers side by side during a reload.
+        _table = InstanceTable.create(rows=2 * workers + 8)
+
+
+def on_reload(server):
+    _ensure_table()
+
+
 def post_worker_init(worker):
     from streaming.lifecycle import post_worker_init as start
 
-    start(worker)
+    start(worker, _table)
 
 
 def worker_int(worker):
@@ -72,7 +92,8 @@ _own_metrics_dir: list[str] = []  # the directory made here, removed on exit
 
 
 def on_starting(server):
-    """Master, before any fork: give workers an empty directory for metric files."""
+    """Master, before any fork: the instance table, and an empty directory for metric files."""
+    _ensure_table()
     directory = os.environ.get(_METRICS_DIR_ENV)
     if directory:
         # An operator's directory: values of a previous run must not be added in.
@@ -87,7 +108,8 @@ def on_starting(server):
 
 
 def child_exit(server, worker):
-    """Master, after a worker exited (or was killed): drop its live gauges.
+    """Master, after a worker exited (or was killed): free its row of the
+    instance table and drop its live gauges.
 
     This is ``prometheus_client.multiprocess.mark_process_dead``, done with
     ``os`` alone: importing prometheus_client here would import ``ssl`` and
@@ -96,6 +118,8 @@ def child_exit(server, worker):
     counters stay on disk, as counters must; tests/test_metrics.py checks
     both against the pinned prometheus_client.
     """
+    if _table is not None:
+        _table.release_pid(worker.pid)
     directory = os.environ.get(_METRICS_DIR_ENV)
     if not directory:
         return

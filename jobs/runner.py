@@ -105,9 +105,14 @@ class Runner:
             self.start_thread = os_thread_starter(self.concurrency)
         self._sleep = os_sleep()
         self._stop, self._wake = threading.Event(), threading.Event()
-        self.store.heartbeat()
-        self._announce_all(self.store.recover_interrupted())
-        self._next_recover = self.clock() + RECOVER_SECONDS
+        try:
+            self.store.heartbeat()
+            self._announce_all(self.store.recover_interrupted())
+            self._next_recover = self.clock() + RECOVER_SECONDS
+        except Exception:
+            # The store can be unreachable while this process boots (Redis
+            # down); the loop heartbeats and recovers once it answers.
+            log.warning("job store unavailable at start; the runner keeps trying", exc_info=True)
         self._loop_thread = threading.Thread(target=self._loop, name="jobstream-runner", daemon=True)
         self._loop_thread.start()
 
@@ -161,12 +166,20 @@ class Runner:
     def _loop(self) -> None:
         assert self._stop is not None and self._wake is not None
         stop, wake = self._stop, self._wake
+        failing = False
         while not stop.is_set():
             wake.clear()  # before the pass: a wake() during it makes the wait below return at once
             try:
                 self.step(self.clock())
             except Exception:
-                log.exception("job runner pass failed; retrying")
+                # One traceback per run of failures (an outage fails every pass).
+                if not failing:
+                    log.exception("job runner pass failed; retrying")
+                failing = True
+            else:
+                if failing:
+                    log.info("job runner passes succeed again", extra={"event": "runner_recovered"})
+                failing = False
             wake.wait(PROGRESS_INTERVAL_SECONDS if self.running else POLL_SECONDS)
 
     # -- one pass --------------------------------------------------------------

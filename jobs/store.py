@@ -137,7 +137,11 @@ def decode_cursor(cursor: str) -> int:
 
 
 def make_store(settings: Settings) -> JobStore:
-    """SQLite at ``JOBS_DB``; the Redis store will be chosen here by ``REDIS_URL``."""
+    """Redis when ``REDIS_URL`` is set (shared by every worker and host), else SQLite at ``JOBS_DB``."""
+    if settings.redis_url:
+        from jobs.redis_store import RedisJobStore
+
+        return RedisJobStore(settings.redis_url)
     from jobs.sqlite_store import SqliteJobStore
 
     return SqliteJobStore(settings.jobs_db)

@@ -19,7 +19,7 @@ import logging
 import os
 import signal
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from jobs import load_handlers
@@ -43,8 +43,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logs.configure(settings.log_level)
     load_handlers(settings.jobs_handlers)
     store = make_store(settings)
-    # Nothing to publish to here: the server's change feed publishes our writes.
-    runner = Runner(store, registry, announce=lambda job: None, concurrency=settings.jobs_concurrency)
+    runner = Runner(store, registry, announce=_announcer(settings), concurrency=settings.jobs_concurrency)
     stop = threading.Event()
 
     def on_signal(signum: int, frame: Any) -> None:
@@ -63,6 +62,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     store.close()
     log.info("job worker stopped", extra={"event": "worker_stopped"})
     return 0
+
+
+def _announcer(settings: Settings) -> Callable[[dict[str, Any]], None]:
+    """With SQLite the server's change feed publishes our writes; with Redis
+    we publish them to the shared event stream ourselves (there is no feed)."""
+    if not settings.redis_url:
+        return lambda job: None
+    from jobs.feed import EVENT, topic_of
+    from streaming.events import data_text
+    from streaming.redis_broker import RedisPublisher
+
+    stream = RedisPublisher(settings.redis_url, settings.history_size)
+
+    def announce(job: dict[str, Any]) -> None:
+        stream.publish(topic_of(job["id"]), EVENT, data_text(job))
+
+    return announce
 
 
 if __name__ == "__main__":

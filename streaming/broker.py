@@ -31,7 +31,8 @@ class Broker(Protocol):
         ...
 
     def replay(self, after: Key, topics: TopicFilter) -> list[Event]:
-        """Events after ``after`` matching ``topics``; raises ``ReplayGap``."""
+        """Events after ``after`` matching ``topics``; raises ``ReplayGap``, or
+        ``BrokerUnavailable`` when the history cannot be read right now."""
         ...
 
     @property

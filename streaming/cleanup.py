@@ -13,6 +13,7 @@ import threading
 import time
 from collections.abc import Callable
 
+from streaming.background import Background
 from streaming.registry import Registry
 
 log = logging.getLogger("jobstream.cleanup")
@@ -30,8 +31,7 @@ class Cleaner:
         self.interval = interval_seconds
         self.clock = clock
         self.extra = extra
-        self._stop: threading.Event | None = None
-        self._thread: threading.Thread | None = None
+        self._loop_thread = Background("jobstream-cleanup", self._loop)
 
     def run_once(self, now: float) -> int:
         removed = self.registry.sweep(now)
@@ -52,11 +52,7 @@ class Cleaner:
         return len(removed)
 
     def start(self) -> None:
-        if self._thread is not None:
-            return
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, args=(self._stop,), name="jobstream-cleanup", daemon=True)
-        self._thread.start()
+        self._loop_thread.start()
 
     def _loop(self, stop: threading.Event) -> None:
         # stop.wait, not sleep: shutdown ends the loop at once.
@@ -67,12 +63,8 @@ class Cleaner:
                 log.exception("cleanup sweep failed; will retry next interval")
 
     def stop(self, timeout: float = 2.0) -> None:
-        if self._stop is not None:
-            self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
-            self._thread = None
+        self._loop_thread.stop(timeout)
 
     @property
     def running(self) -> bool:
-        return self._thread is not None and self._thread.is_alive()
+        return self._loop_thread.running

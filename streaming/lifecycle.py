@@ -13,9 +13,11 @@ SIGINT and SIGQUIT go through gunicorn's ``handle_quit``, which calls the
 from __future__ import annotations
 
 import logging
+import os
 import signal
 from typing import Any
 
+from streaming.instance import InstanceAdmission, InstanceTable
 from streaming.service import StreamingService
 
 log = logging.getLogger("jobstream.lifecycle")
@@ -31,10 +33,16 @@ def _service_of(worker: Any) -> StreamingService | None:
     return svc if isinstance(svc, StreamingService) else None
 
 
-def post_worker_init(worker: Any) -> None:
+def post_worker_init(worker: Any, table: InstanceTable | None = None) -> None:
+    """Start the worker's service; with ``table`` (several workers) the stream
+    limits and /health totals are the instance's (``streaming.instance``)."""
     svc = _service_of(worker)
     if svc is None:
         return
+    if table is not None:
+        row = table.claim(os.getpid())
+        settings = svc.settings
+        svc.share_limits(InstanceAdmission(table, row, settings.max_connections, settings.max_connections_per_ip))
     svc.start()
 
     def drain() -> None:

@@ -21,7 +21,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from streaming.events import Event
 from streaming.topics import TopicFilter
@@ -101,7 +101,27 @@ class Client:
         }
 
 
+class Admission(Protocol):
+    """Capacity decided beyond this process (``streaming.instance``).
+
+    ``try_admit``, ``release`` and ``report`` are called under the registry
+    lock and must not yield; ``totals`` turns this worker's counters into the
+    instance's.
+    """
+
+    def try_admit(self, ip: str) -> str | None: ...
+
+    def release(self, ip: str) -> None: ...
+
+    def report(self, counters: dict[str, int]) -> None: ...
+
+    def totals(self, local: dict[str, Any]) -> dict[str, int]: ...
+
+
 class Registry:
+    """Clients of one worker. ``admit`` is the only place a stream is let in:
+    by its own counts, or by ``admission`` when workers share the limits."""
+
     def __init__(
         self,
         *,
@@ -112,6 +132,7 @@ class Registry:
         clock: Clock = time.monotonic,
         on_close: Callable[[Client, str], None] | None = None,
         on_admit: Callable[[Client, str | None], None] | None = None,
+        admission: Admission | None = None,
     ) -> None:
         self.max_connections = max_connections
         self.max_per_ip = max_connections_per_ip
@@ -123,6 +144,7 @@ class Registry:
         self.on_close = on_close
         # Called after every admit decision (None = accepted), outside the lock.
         self.on_admit = on_admit
+        self.admission = admission
         self._lock = threading.Lock()
         self._clients: dict[queue.Queue[Any], Client] = {}
         self._per_ip: dict[str, int] = {}
@@ -154,18 +176,22 @@ class Registry:
             reason = None
             if self.draining:
                 reason = DRAINING
+            elif self.admission is not None:
+                reason = self.admission.try_admit(client.remote_addr)
             elif len(self._clients) >= self.max_connections:
                 reason = CAPACITY
             elif self.max_per_ip and self._per_ip.get(client.remote_addr, 0) >= self.max_per_ip:
                 reason = PER_IP
             if reason is not None:
                 self.rejected[reason] += 1
-                return reason
-            self._clients[client.queue] = client
-            self._per_ip[client.remote_addr] = self._per_ip.get(client.remote_addr, 0) + 1
-            self._snapshot = None
-            self.accepted += 1
-            return None
+            else:
+                self._clients[client.queue] = client
+                self._per_ip[client.remote_addr] = self._per_ip.get(client.remote_addr, 0) + 1
+                self._snapshot = None
+                self.accepted += 1
+            if self.admission is not None:
+                self.admission.report(self._counters())
+            return reason
 
     def remove(self, client_queue: queue.Queue[Any], reason: str = CLIENT) -> Client | None:
         """Unregister; idempotent. Returns the client if this call removed it."""
@@ -181,6 +207,9 @@ class Registry:
             self._snapshot = None
             self.closed[reason] = self.closed.get(reason, 0) + 1
             self._retired_events += client.events_sent
+            if self.admission is not None:
+                self.admission.release(client.remote_addr)
+                self.admission.report(self._counters())
         if self.on_close is not None:
             self.on_close(client, reason)
         return client
@@ -271,6 +300,15 @@ class Registry:
 
     # -- reporting ----------------------------------------------------------
 
+    def _counters(self) -> dict[str, int]:
+        """What the instance table sums; called under the lock."""
+        return {
+            "accepted": self.accepted,
+            "rejected": sum(self.rejected.values()),
+            "evicted": self.closed.get(EVICTED, 0),
+            "stale": self.closed.get(STALE, 0),
+        }
+
     def stats(self) -> dict[str, Any]:
         with self._lock:
             # Snapshot and retired total read together: a client removed in
@@ -287,7 +325,7 @@ class Registry:
                 "closed_by_reason": dict(self.closed),
             }
         live = sum(c.events_sent for c in clients)
-        return {
+        stats: dict[str, Any] = {
             "active_connections": len(clients),
             "total_messages": retired + live,
             "max_connections": self.max_connections,
@@ -295,3 +333,11 @@ class Registry:
             "dropped": self.dropped,
             **counters,
         }
+        if self.admission is not None:
+            # Instance-wide totals; the by-reason breakdowns stay this worker's.
+            totals = self.admission.totals(stats)
+            stats["active_connections"] = totals["active"]
+            stats["workers"] = totals["workers"]
+            for name in ("total_messages", "dropped", "accepted", "rejected", "evicted", "stale"):
+                stats[name] = totals[name]
+        return stats

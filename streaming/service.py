@@ -14,14 +14,18 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from streaming.background import Background
 from streaming.broker import Broker, MemoryBroker
 from streaming.cleanup import Cleaner
 from streaming.events import Event, data_text
 from streaming.history import SqliteHistory
-from streaming.registry import SHUTDOWN, Client, Registry
+from streaming.registry import SHUTDOWN, Admission, Client, Registry
 from streaming.settings import Settings
 
 log = logging.getLogger("jobstream.streaming")
+
+# How often a worker copies its counters to the instance table.
+STATS_COPY_SECONDS = 1.0
 
 
 class StreamingService:
@@ -39,10 +43,7 @@ class StreamingService:
             clock=clock,
             on_close=self._closed,
         )
-        if broker is None:
-            store = SqliteHistory(settings.jobs_db, settings.history_size) if settings.history_size else None
-            broker = MemoryBroker(self.registry, settings.history_size, store)
-        self.broker: Broker = broker
+        self.broker: Broker = broker or _make_broker(settings, self.registry)
         self.cleaner = Cleaner(self.registry, settings.cleanup_seconds, clock)
         # Filled in by the jobs package: the snapshot a stream starts with and
         # the job counts in /health.
@@ -62,6 +63,18 @@ class StreamingService:
         self._lock = threading.Lock()
         self._started = False
         self.shutting_down = False
+        self._stats_copier = Background("jobstream-instance-stats", self._copy_stats)
+
+    def share_limits(self, admission: Admission) -> None:
+        """Let ``admission`` decide capacity for the whole instance (before ``start``)."""
+        self.registry.admission = admission
+        self.on_start.append(self._stats_copier.start)
+
+    def _copy_stats(self, stop: threading.Event) -> None:
+        # Other workers read this worker's message counts from the shared
+        # table; admit and remove update the rest as they happen.
+        while not stop.wait(STATS_COPY_SECONDS):
+            self.registry.stats()
 
     # -- the spec's API ------------------------------------------------------
 
@@ -97,7 +110,13 @@ class StreamingService:
         self.broker.start()
         self.cleaner.start()
         for hook in self.on_start:
-            hook()
+            # A hook that fails (e.g. Redis down while this worker boots) must
+            # not stop the worker from serving streams: gunicorn would take a
+            # failed boot as fatal and stop the whole instance.
+            try:
+                hook()
+            except Exception:
+                log.exception("start hook failed", extra={"event": "start_hook_failed"})
         log.info("worker started", extra={"event": "worker_started", "settings": self.settings.public()})
 
     @property
@@ -159,7 +178,18 @@ class StreamingService:
         return not len(self.registry)
 
     def close(self) -> None:
+        self._stats_copier.stop()
         self.broker.stop()
+
+
+def _make_broker(settings: Settings, registry: Registry) -> Broker:
+    """``REDIS_URL`` set: the Redis Stream; unset: in-process fan-out + SQLite."""
+    if settings.redis_url:
+        from streaming.redis_broker import RedisBroker
+
+        return RedisBroker(registry, settings.redis_url, settings.history_size)
+    store = SqliteHistory(settings.jobs_db, settings.history_size) if settings.history_size else None
+    return MemoryBroker(registry, settings.history_size, store)
 
 
 def _log_closed(client: Client, reason: str) -> None:

@@ -20,13 +20,14 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from streaming.broker import Broker
+from streaming.broker import Broker, BrokerUnavailable
 from streaming.events import encode, encode_comment, encode_retry
 from streaming.history import ReplayGap
 from streaming.ids import Key, format_id, parse_id
 from streaming.registry import CLIENT, EVICTED, SHUTDOWN, STALE, WAKE, Client, Registry
 
 KEEPALIVE = encode_comment("keepalive") + b"\n"
+UNAVAILABLE = "unavailable"  # a close reason: the broker could not serve replay or snapshot
 # A full queue is drained into one write; more would only delay the first.
 MAX_BATCH = 256
 
@@ -126,6 +127,12 @@ def open_stream(
         reason = client.closing
         if reason == SHUTDOWN:
             yield _farewell(client)
+    except BrokerUnavailable:
+        # Replay or the snapshot needs Redis, which is down. End politely: the
+        # browser retries later with the same Last-Event-ID and loses nothing
+        # (a reset here would throw its position away).
+        reason = UNAVAILABLE
+        yield encode_retry(options.retry_ms) + encode_comment("broker unavailable, retry later") + b"\n"
     except GeneratorExit:
         reason = client.closing or CLIENT
         raise

@@ -180,6 +180,9 @@ def health() -> tuple[Response, int]:
     if svc.job_counts is not None:
         try:
             jobs.update(svc.job_counts())
+        except BrokerUnavailable as exc:
+            jobs_ok = False  # the outage is logged by the broker's reader, once
+            log.debug("health: job counts unavailable", extra={"error": str(exc)})
         except Exception:
             jobs_ok = False
             log.exception("health: job counts unavailable")

@@ -5,6 +5,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.support import redis as redis_support
+from tests.support.redis import RedisServer
 from tests.support.server import ServerProcess
 
 StartServer = Callable[..., ServerProcess]
@@ -34,3 +36,28 @@ def shared_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerPr
     server.start()
     yield server
     server.stop(timeout=10)
+
+
+StartRedis = Callable[..., RedisServer]
+
+
+@pytest.fixture
+def start_redis(tmp_path: Path) -> Iterator[StartRedis]:
+    """Start real ``redis-server`` processes on ephemeral ports; skipped only without the binary."""
+    if not redis_support.available():
+        pytest.skip("redis-server is not installed (.ci/run installs it)")
+    started: list[RedisServer] = []
+
+    def start(appendonly: bool = False, name: str = "redis") -> RedisServer:
+        server = RedisServer(tmp_path / f"{name}{len(started)}", appendonly=appendonly)
+        started.append(server)
+        return server.start()
+
+    yield start
+    for server in started:
+        server.stop()
+
+
+@pytest.fixture
+def redis_server(start_redis: StartRedis) -> RedisServer:
+    return start_redis()

@@ -1,0 +1,422 @@
+"""``JobStore`` on Redis: one queue and one job table for every worker and host.
+
+Chosen by ``make_store`` when ``REDIS_URL`` is set. Layout (prefix ``jobstream:``):
+
+* ``job:<id>`` - a hash per job: the ``Job`` fields (JSON for params and
+  result; a missing field is ``None``), plus ``seq``, ``owner``, ``attempts``
+  and ``cancel_requested``;
+* ``jobs:all`` / ``jobs:status:<status>`` - sorted sets by ``seq`` (creation
+  order, from ``INCR jobs:seq``): pages and cursors;
+* ``jobs:pending:<type>`` - pending jobs per type, oldest first: the queue;
+* ``jobs:ids`` - every id at score 0, for prefix selection (``ZRANGEBYLEX``);
+* ``jobs:counts`` - a hash of counts per status, for ``/health``;
+* ``jobs:runners`` - owner -> last heartbeat (ms), for recovery.
+
+Every write is one Lua script, so Redis runs it atomically: a status change
+moves the job between the sets and adjusts the counts in the same step, and
+``claim`` (take the oldest pending job of the given types) hands a job to
+exactly one runner among every process on every host. Status writes are
+conditional on the expected status (and owner), like the SQLite store's.
+Scripts name keys they compute, which a single Redis (or Sentinel) allows and
+Redis Cluster does not.
+
+There is no change feed: every process (``python -m jobs.worker`` too)
+publishes its own job changes to the shared event stream, so ``changes`` is
+always empty. A cancel sets ``cancel_requested`` on the hash; the runner that
+owns the job polls ``cancel_requested`` and stops it, wherever it runs.
+
+Redis errors become ``BrokerUnavailable``: the API answers 503.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from collections.abc import Collection, Iterator
+from typing import Any
+
+import redis
+
+from jobs.model import Job, new_job_id, now_ms
+from jobs.owners import Owner, is_alive
+from jobs.states import InvalidTransition, Status, check_transition
+from jobs.store import MAX_PAGE, JobNotFound, Page, Selection, decode_cursor, encode_cursor
+from streaming.broker import BrokerUnavailable
+from streaming.redis_broker import connect
+
+PREFIX = "jobstream:"
+INTERRUPTED = "interrupted"
+
+# Shared by the scripts below: move job ARGV-named ``id`` from status ``cur``
+# to ``new`` in the sets and the counts.
+_MOVE = """
+local function move(p, id, key, cur, new)
+  if new == cur then return end
+  local seq = redis.call('HGET', key, 'seq')
+  redis.call('HSET', key, 'status', new)
+  redis.call('ZREM', p .. 'jobs:status:' .. cur, id)
+  redis.call('ZADD', p .. 'jobs:status:' .. new, seq, id)
+  redis.call('HINCRBY', p .. 'jobs:counts', cur, -1)
+  redis.call('HINCRBY', p .. 'jobs:counts', new, 1)
+  if cur == 'pending' then
+    redis.call('ZREM', p .. 'jobs:pending:' .. redis.call('HGET', key, 'type'), id)
+  end
+end
+"""
+
+# ARGV: prefix, id, type, name, params, now
+_CREATE = """
+local p, id, now = ARGV[1], ARGV[2], ARGV[6]
+local key = p .. 'job:' .. id
+local seq = redis.call('INCR', p .. 'jobs:seq')
+redis.call('HSET', key, 'id', id, 'type', ARGV[3], 'name', ARGV[4], 'params', ARGV[5], 'status', 'pending',
+  'progress', '0', 'created_at', now, 'updated_at', now, 'version', 1, 'seq', seq, 'attempts', 0,
+  'cancel_requested', 0)
+redis.call('ZADD', p .. 'jobs:all', seq, id)
+redis.call('ZADD', p .. 'jobs:ids', 0, id)
+redis.call('ZADD', p .. 'jobs:status:pending', seq, id)
+redis.call('ZADD', p .. 'jobs:pending:' .. ARGV[3], seq, id)
+redis.call('HINCRBY', p .. 'jobs:counts', 'pending', 1)
+return redis.call('HGETALL', key)
+"""
+
+# ARGV: prefix, id, expected status, expected owner ('' = any), new status ('' = same),
+#       n, then n field/value pairs to set, then fields to delete. Bumps version.
+_UPDATE = (
+    _MOVE
+    + """
+local p, id = ARGV[1], ARGV[2]
+local key = p .. 'job:' .. id
+local cur = redis.call('HGET', key, 'status')
+if not cur or cur ~= ARGV[3] then return false end
+if ARGV[4] ~= '' and redis.call('HGET', key, 'owner') ~= ARGV[4] then return false end
+local i = 7
+for _ = 1, tonumber(ARGV[6]) do
+  redis.call('HSET', key, ARGV[i], ARGV[i + 1])
+  i = i + 2
+end
+while i <= #ARGV do
+  redis.call('HDEL', key, ARGV[i])
+  i = i + 1
+end
+redis.call('HINCRBY', key, 'version', 1)
+if ARGV[5] ~= '' then move(p, id, key, cur, ARGV[5]) end
+return redis.call('HGETALL', key)
+"""
+)
+
+# ARGV: prefix, now, owner, types...
+_CLAIM = (
+    _MOVE
+    + """
+local p, now, owner = ARGV[1], ARGV[2], ARGV[3]
+local best, best_seq = nil, nil
+for i = 4, #ARGV do
+  local top = redis.call('ZRANGE', p .. 'jobs:pending:' .. ARGV[i], 0, 0, 'WITHSCORES')
+  if top[1] and (best_seq == nil or tonumber(top[2]) < best_seq) then
+    best, best_seq = top[1], tonumber(top[2])
+  end
+end
+if not best then return false end
+local key = p .. 'job:' .. best
+redis.call('HSET', key, 'started_at', now, 'updated_at', now, 'owner', owner)
+redis.call('HINCRBY', key, 'attempts', 1)
+redis.call('HINCRBY', key, 'version', 1)
+move(p, best, key, 'pending', 'in_progress')
+return redis.call('HGETALL', key)
+"""
+)
+
+# ARGV: prefix, id, now -> {outcome, job fields...}
+_CANCEL = (
+    _MOVE
+    + """
+local p, id, now = ARGV[1], ARGV[2], ARGV[3]
+local key = p .. 'job:' .. id
+local cur = redis.call('HGET', key, 'status')
+if not cur then return {'missing'} end
+if cur == 'pending' then
+  redis.call('HSET', key, 'finished_at', now, 'updated_at', now)
+  redis.call('HINCRBY', key, 'version', 1)
+  move(p, id, key, cur, 'cancelled')
+elseif cur == 'in_progress' then
+  redis.call('HSET', key, 'cancel_requested', 1)
+else
+  return {'terminal', cur}
+end
+local out = redis.call('HGETALL', key)
+table.insert(out, 1, 'ok')
+return out
+"""
+)
+
+# ARGV: prefix, id -> 1 when a pending job was deleted
+_WITHDRAW = """
+local p, id = ARGV[1], ARGV[2]
+local key = p .. 'job:' .. id
+if redis.call('HGET', key, 'status') ~= 'pending' then return 0 end
+local job_type = redis.call('HGET', key, 'type')
+redis.call('DEL', key)
+redis.call('ZREM', p .. 'jobs:all', id)
+redis.call('ZREM', p .. 'jobs:ids', id)
+redis.call('ZREM', p .. 'jobs:status:pending', id)
+redis.call('ZREM', p .. 'jobs:pending:' .. job_type, id)
+redis.call('HINCRBY', p .. 'jobs:counts', 'pending', -1)
+return 1
+"""
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+
+def _optional_int(value: str | None) -> int | None:
+    return None if value is None else int(value)
+
+
+def _fields(flat: list[Any]) -> dict[str, str]:
+    return dict(zip(flat[::2], flat[1::2], strict=True))
+
+
+def _job(fields: dict[str, str]) -> Job:
+    return Job(
+        id=fields["id"],
+        type=fields["type"],
+        name=fields["name"],
+        params=json.loads(fields["params"]),
+        status=Status(fields["status"]),
+        progress=float(fields["progress"]),
+        message=fields.get("message"),
+        result=json.loads(fields["result"]) if "result" in fields else None,
+        error=fields.get("error"),
+        created_at=int(fields["created_at"]),
+        started_at=_optional_int(fields.get("started_at")),
+        finished_at=_optional_int(fields.get("finished_at")),
+        updated_at=int(fields["updated_at"]),
+        version=int(fields["version"]),
+    )
+
+
+@contextlib.contextmanager
+def _unavailable() -> Iterator[None]:
+    try:
+        yield
+    except redis.ResponseError:
+        raise  # a bug (a script error), not an outage
+    except redis.RedisError as exc:
+        raise BrokerUnavailable(f"redis: {exc}") from exc
+
+
+class RedisJobStore:
+    def __init__(self, url: str, owner: Owner | None = None, prefix: str = PREFIX) -> None:
+        self.url = url
+        self.prefix = prefix
+        self.owner = owner or Owner.current()
+        self.instance = str(self.owner)
+        self._client: redis.Redis | None = None
+        self._scripts: dict[str, Any] = {}
+
+    @property
+    def redis(self) -> redis.Redis:
+        # Made on first use: inside the worker, after gevent patched sockets.
+        if self._client is None:
+            self._client = connect(self.url)
+            for name, body in (
+                ("create", _CREATE),
+                ("update", _UPDATE),
+                ("claim", _CLAIM),
+                ("cancel", _CANCEL),
+                ("withdraw", _WITHDRAW),
+            ):
+                self._scripts[name] = self._client.register_script(body)
+        return self._client
+
+    def _run(self, script: str, *args: Any) -> Any:
+        client = self.redis
+        with _unavailable():
+            return self._scripts[script](args=[self.prefix, *args], client=client)
+
+    def _key(self, job_id: str) -> str:
+        return f"{self.prefix}job:{job_id}"
+
+    def _load(self, job_ids: Collection[str]) -> list[tuple[int, Job]]:
+        """``(seq, job)`` for each id that still exists, in the order given."""
+        if not job_ids:
+            return []
+        with _unavailable():
+            pipe = self.redis.pipeline(transaction=False)
+            for job_id in job_ids:
+                pipe.hgetall(self._key(job_id))
+            rows: list[dict[str, str]] = pipe.execute()
+        return [(int(row["seq"]), _job(row)) for row in rows if row]
+
+    def _update(
+        self,
+        job_id: str,
+        expect: Status,
+        new: Status | None,
+        owner: str | None,
+        values: dict[str, Any],
+    ) -> Job | None:
+        now = now_ms()
+        sets = {"updated_at": now, **{k: v for k, v in values.items() if v is not None}}
+        deletes = [k for k, v in values.items() if v is None]
+        pairs = [item for kv in sets.items() for item in kv]
+        flat = self._run(
+            "update", job_id, expect.value, owner or "", new.value if new else "", len(sets), *pairs, *deletes
+        )
+        return _job(_fields(flat)) if flat else None
+
+    # -- the API's operations --------------------------------------------------
+
+    def create(self, type: str, name: str, params: dict[str, Any]) -> Job:
+        flat = self._run("create", new_job_id(), type, name, _dumps(params), now_ms())
+        return _job(_fields(flat))
+
+    def get(self, job_id: str) -> Job | None:
+        found = self._load([job_id])
+        return found[0][1] if found else None
+
+    def page(self, status: Status | None = None, limit: int = 50, cursor: str | None = None) -> Page:
+        before = decode_cursor(cursor) if cursor else None
+        key = f"{self.prefix}jobs:status:{status.value}" if status else f"{self.prefix}jobs:all"
+        with _unavailable():
+            top = f"({before}" if before is not None else "+inf"
+            ids: list[str] = self.redis.zrevrangebyscore(key, top, "-inf", start=0, num=limit + 1)  # type: ignore[assignment]
+        found = self._load(ids[:limit])
+        more = len(ids) > limit
+        return Page([job for _, job in found], encode_cursor(found[-1][0]) if more and found else None)
+
+    def newest(self, selection: Selection, limit: int = MAX_PAGE) -> list[Job]:
+        with _unavailable():
+            ids: set[str] = set()
+            if selection.everything:
+                ids.update(self.redis.zrevrange(f"{self.prefix}jobs:all", 0, limit - 1))  # type: ignore[arg-type]
+            else:
+                ids.update(selection.ids)
+                for prefix in selection.id_prefixes:
+                    if prefix:
+                        lex = f"{self.prefix}jobs:ids"
+                        ids.update(self.redis.zrangebylex(lex, f"[{prefix}", f"[{prefix}\xff"))  # type: ignore[arg-type]
+        found = sorted(self._load(sorted(ids)), key=lambda item: item[0], reverse=True)
+        return [job for _, job in found[:limit]]
+
+    def withdraw(self, job_id: str) -> bool:
+        return bool(self._run("withdraw", job_id))
+
+    def request_cancel(self, job_id: str) -> Job:
+        reply = self._run("cancel", job_id, now_ms())
+        if reply[0] == "missing":
+            raise JobNotFound(job_id)
+        if reply[0] == "terminal":
+            raise InvalidTransition(Status(reply[1]), Status.CANCELLED)
+        return _job(_fields(reply[1:]))
+
+    # -- the runner's operations -----------------------------------------------
+
+    def claim(self, types: Collection[str]) -> Job | None:
+        if not types:
+            return None
+        flat = self._run("claim", now_ms(), self.instance, *types)
+        return _job(_fields(flat)) if flat else None
+
+    def progress(self, job_id: str, fraction: float, message: str | None) -> Job | None:
+        values: dict[str, Any] = {"progress": repr(float(fraction))}
+        if message is not None:
+            values["message"] = message
+        return self._update(job_id, Status.IN_PROGRESS, None, self.instance, values)
+
+    def finish(
+        self,
+        job_id: str,
+        status: Status,
+        *,
+        result: Any = None,
+        error: str | None = None,
+        progress: float | None = None,
+        message: str | None = None,
+    ) -> Job | None:
+        check_transition(Status.IN_PROGRESS, status)
+        values: dict[str, Any] = {
+            "result": None if result is None else _dumps(result),
+            "error": error,
+            "finished_at": now_ms(),
+        }
+        if progress is not None:
+            values["progress"] = repr(float(progress))
+        if message is not None:
+            values["message"] = message
+        return self._update(job_id, Status.IN_PROGRESS, status, self.instance, values)
+
+    def cancel_requested(self, job_ids: Collection[str]) -> set[str]:
+        if not job_ids:
+            return set()
+        ordered = list(job_ids)
+        with _unavailable():
+            pipe = self.redis.pipeline(transaction=False)
+            for job_id in ordered:
+                pipe.hget(self._key(job_id), "cancel_requested")
+            flags = pipe.execute()
+        return {job_id for job_id, flag in zip(ordered, flags, strict=True) if flag == "1"}
+
+    def heartbeat(self) -> None:
+        with _unavailable():
+            self.redis.hset(f"{self.prefix}jobs:runners", self.instance, now_ms())
+
+    def recover_interrupted(self) -> list[Job]:
+        now = now_ms()
+        with _unavailable():
+            running: list[str] = self.redis.zrange(f"{self.prefix}jobs:status:in_progress", 0, -1)  # type: ignore[assignment]
+            pipe = self.redis.pipeline(transaction=False)
+            for job_id in running:
+                pipe.hget(self._key(job_id), "owner")
+            owners: dict[str, str | None] = dict(zip(running, pipe.execute(), strict=True))
+            stored: dict[str, str] = self.redis.hgetall(f"{self.prefix}jobs:runners")  # type: ignore[assignment]
+            beats = {o: int(ms) for o, ms in stored.items()}
+            gone = [o for o, beat in beats.items() if o != self.instance and not is_alive(o, beat, now, self.owner)]
+            if gone:
+                self.redis.hdel(f"{self.prefix}jobs:runners", *gone)
+        dead = {
+            owner
+            for owner in set(owners.values())
+            if owner and owner != self.instance and not is_alive(owner, beats.get(owner), now, self.owner)
+        }
+        return self._interrupt([(job_id, owner) for job_id, owner in owners.items() if owner and owner in dead])
+
+    def release(self) -> list[Job]:
+        with _unavailable():
+            self.redis.hdel(f"{self.prefix}jobs:runners", self.instance)
+            running: list[str] = self.redis.zrange(f"{self.prefix}jobs:status:in_progress", 0, -1)  # type: ignore[assignment]
+        return self._interrupt([(job_id, self.instance) for job_id in running])
+
+    def _interrupt(self, jobs: list[tuple[str, str]]) -> list[Job]:
+        """in_progress -> error "interrupted", each only if ``owner`` still owns it."""
+        done = []
+        for job_id, owner in jobs:
+            values = {"error": INTERRUPTED, "finished_at": now_ms()}
+            job = self._update(job_id, Status.IN_PROGRESS, Status.ERROR, owner, values)
+            if job is not None:
+                done.append(job)
+        return done
+
+    # -- health and the change feed --------------------------------------------
+
+    def counts(self) -> dict[str, int]:
+        with _unavailable():
+            stored = self.redis.hgetall(f"{self.prefix}jobs:counts")
+        counts = {s.value: int(stored.get(s.value, 0)) for s in Status}
+        return {"total": sum(counts.values()), **counts}
+
+    def changes(self, after: int, limit: int = 1000) -> tuple[list[dict[str, Any]], int]:
+        return [], after  # every writer publishes its own changes to the Redis stream
+
+    def last_change(self) -> int:
+        return 0
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+
+
+__all__ = ["RedisJobStore"]

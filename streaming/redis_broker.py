@@ -1,0 +1,274 @@
+"""The Redis Stream broker: one event log for every worker and every host.
+
+* ``publish`` is ``XADD jobstream:events MAXLEN ~ N * topic .. event .. data ..``;
+  Redis assigns the entry id and that id is the SSE ``id`` (``streaming.ids``
+  follows the same ``<ms>-<seq>`` rule). Publishing does not fan out: every
+  worker, the publisher's included, gets the event from its reader, so all of
+  them deliver in the stream's order.
+* One reader per worker process (a greenlet under gevent) loops on
+  ``XREAD BLOCK`` from the last id it delivered and calls
+  ``Registry.fanout``. On an error it reports unhealthy, backs off (capped
+  exponential) and resumes from that same id, so an outage skips nothing
+  that Redis accepted (provided ``MAXLEN`` did not trim it meanwhile; if it
+  did, every client is flagged with a gap and heals or resets from replay).
+* ``replay`` reads the stream itself, so an id issued by any worker or host
+  resumes anywhere. Its rules are ``History.after``'s. Redis does not record
+  the newest *trimmed* id (``max-deleted-entry-id`` counts only ``XDEL``), so
+  the floor is taken from what it does report: an id still in the stream
+  resumes; ``0-0`` resumes while nothing was ever trimmed
+  (``entries-added == length``); an id older than the first retained entry
+  of a trimmed stream is ``expired``; anything else (newer than the last id,
+  or never issued) is ``unknown``. Unlike the in-memory window, the newest
+  trimmed id itself gets a reset rather than an empty replay. XINFO and
+  XRANGE run in one MULTI, so a trim cannot fall between them. ``MAXLEN ~``
+  trims whole radix nodes, so the window holds *at least*
+  ``STREAM_HISTORY_SIZE`` events.
+
+Timeouts are short (``SOCKET_TIMEOUT_SECONDS``) and redis-py's own retries
+are off: a stopped Redis must turn a publish into a prompt 503, not a hang.
+A timed-out ``XADD`` may still be applied once Redis resumes, so a 503 means
+"not confirmed", not "certainly dropped". After the reader has seen Redis
+fail, publish and replay raise ``BrokerUnavailable`` at once until it
+reconnects; a stream that needed replay then ends with ``retry:`` and keeps
+its ``Last-Event-ID`` for the next attempt (``streaming.stream``).
+
+The connection pool is made on first use inside the worker, after gevent
+patched sockets; nothing here runs at import or in the gunicorn master.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from typing import Any
+
+import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+from streaming.background import Background
+from streaming.broker import BrokerUnavailable
+from streaming.events import Event
+from streaming.history import EXPIRED, UNKNOWN, ReplayGap
+from streaming.ids import Key, format_id, parse_id
+from streaming.registry import WAKE, Registry
+from streaming.topics import TopicFilter
+
+log = logging.getLogger("jobstream.redis")
+
+STREAM_KEY = "jobstream:events"
+SOCKET_TIMEOUT_SECONDS = 1.0
+# XREAD BLOCK must return well inside the socket timeout, and bounds how long
+# ``stop`` waits for the reader.
+BLOCK_MS = 500
+READ_BATCH = 500
+BACKOFF_MIN_SECONDS = 0.05
+BACKOFF_MAX_SECONDS = 1.0
+# A reader that lags (a burst, a short outage) must find its entries still
+# there, even with STREAM_HISTORY_SIZE=0.
+MIN_RETAINED = 100
+
+
+def connect(url: str) -> redis.Redis:
+    """A client with its own pool, short timeouts and no hidden retries."""
+    return redis.Redis.from_url(
+        url,
+        socket_timeout=SOCKET_TIMEOUT_SECONDS,
+        socket_connect_timeout=SOCKET_TIMEOUT_SECONDS,
+        retry=Retry(NoBackoff(), 0),
+        decode_responses=True,
+    )
+
+
+class RedisPublisher:
+    """``XADD`` only: for a process that publishes but serves no streams
+    (``python -m jobs.worker`` with ``REDIS_URL``)."""
+
+    def __init__(self, url: str, history_size: int, key: str = STREAM_KEY) -> None:
+        self.url = url
+        self.history_size = history_size
+        self.key = key
+        self.maxlen = max(history_size, MIN_RETAINED)
+        self._client: redis.Redis | None = None
+        self._client_lock = threading.Lock()
+
+    @property
+    def redis(self) -> redis.Redis:
+        if self._client is None:
+            with self._client_lock:
+                if self._client is None:
+                    self._client = connect(self.url)
+        return self._client
+
+    def publish(self, topic: str, event: str, data: str) -> Event:
+        try:
+            entry_id = self.redis.xadd(
+                self.key, {"topic": topic, "event": event, "data": data}, maxlen=self.maxlen, approximate=True
+            )
+        except redis.RedisError as exc:
+            raise BrokerUnavailable(f"redis: {exc}") from exc
+        return Event.create(str(entry_id), topic, event, data)
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+
+
+class RedisBroker(RedisPublisher):
+    def __init__(self, registry: Registry, url: str, history_size: int, key: str = STREAM_KEY) -> None:
+        super().__init__(url, history_size, key)
+        self.registry = registry
+        self._up = True
+        self._cursor: str | None = None  # the reader's last delivered entry id
+        self._last: Key | None = None
+        self._reader = Background("jobstream-redis", self._read)
+
+    # -- lifecycle ------------------------------------------------------------
+
+    def start(self) -> None:
+        if self._reader.running:
+            return
+        # Fix the reader's starting point now, so an event published right
+        # after start (by anyone) is delivered. Redis down: start from this
+        # moment on the local clock and let the reader retry.
+        try:
+            self._cursor = self._newest_id()
+        except redis.RedisError as exc:
+            self._cursor = f"{time.time_ns() // 1_000_000}-0"
+            self._up = False
+            log.error("redis unavailable at start", extra={"event": "broker_down", "error": str(exc)})
+        self._reader.start()
+
+    def stop(self, timeout: float = 2.0) -> None:
+        self._reader.stop(timeout)
+        self.close()
+
+    @property
+    def running(self) -> bool:
+        return self._reader.running
+
+    # -- Broker -----------------------------------------------------------------
+
+    def publish(self, topic: str, event: str, data: str) -> Event:
+        if not self._up:
+            raise BrokerUnavailable("redis unreachable")
+        return super().publish(topic, event, data)
+
+    def replay(self, after: Key, topics: TopicFilter) -> list[Event]:
+        if not self._up:
+            raise BrokerUnavailable("redis unreachable")
+        try:
+            info, entries = self._window(format_id(after))
+        except redis.RedisError as exc:
+            raise BrokerUnavailable(f"redis: {exc}") from exc
+        last = parse_id(info.get("last-generated-id")) or (0, 0)
+        if self.history_size <= 0:
+            # Replay is off (as in History(0)): only the newest id resumes.
+            if after != last:
+                raise ReplayGap(EXPIRED if after < last else UNKNOWN)
+            return []
+        found = bool(entries) and entries[0][0] == format_id(after)
+        if not found:
+            trimmed = info.get("entries-added", 0) > info.get("length", 0)
+            first_entry = info.get("first-entry")
+            first = parse_id(first_entry[0]) if first_entry else None
+            if trimmed and (first is None or after < first):
+                raise ReplayGap(EXPIRED)
+            if trimmed or after != (0, 0):
+                raise ReplayGap(UNKNOWN)
+        events = [_event(entry_id, fields) for entry_id, fields in entries[1 if found else 0 :]]
+        return [e for e in events if e is not None and topics.matches(e.topic)]
+
+    def _window(self, start: str) -> tuple[dict[str, Any], list[tuple[str, dict[str, str]]]]:
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.xinfo_stream(self.key)
+        pipe.xrange(self.key, min=start, max="+")
+        info, entries = pipe.execute(raise_on_error=False)
+        if isinstance(info, redis.ResponseError):
+            return {}, []  # no such key: nothing was ever published (or it was deleted)
+        if isinstance(info, Exception):
+            raise info
+        if isinstance(entries, Exception):
+            raise entries
+        return info, entries or []
+
+    @property
+    def last_key(self) -> Key | None:
+        return self._last
+
+    @property
+    def healthy(self) -> bool:
+        return self._up
+
+    # -- the reader -------------------------------------------------------------
+
+    def _read(self, stop: threading.Event) -> None:
+        backoff = BACKOFF_MIN_SECONDS
+        while not stop.is_set():
+            try:
+                if self._cursor is None:
+                    self._cursor = self._newest_id()
+                elif not self._up:
+                    self._check_trimmed()
+                reply: Any = self.redis.xread({self.key: self._cursor}, count=READ_BATCH, block=BLOCK_MS)
+            except redis.RedisError as exc:
+                if self._up:
+                    log.error("redis unavailable; reconnecting", extra={"event": "broker_down", "error": str(exc)})
+                self._up = False
+                stop.wait(backoff)
+                backoff = min(backoff * 2, BACKOFF_MAX_SECONDS)
+                continue
+            if not self._up:
+                log.warning("redis available again", extra={"event": "broker_up", "resume_after": self._cursor})
+                self._up = True
+            backoff = BACKOFF_MIN_SECONDS
+            for _key, entries in reply or ():
+                for entry_id, fields in entries:
+                    self._cursor = entry_id
+                    event = _event(entry_id, fields)
+                    if event is None:
+                        continue
+                    self._last = event.key
+                    try:
+                        self.registry.fanout(event)
+                    except Exception:
+                        log.exception("fan-out failed", extra={"event": "fanout_failed", "id": entry_id})
+
+    def _newest_id(self) -> str:
+        newest: Any = self.redis.xrevrange(self.key, count=1)
+        if not newest:
+            return "0-0"
+        entry_id = str(newest[0][0])
+        self._last = parse_id(entry_id)
+        return entry_id
+
+    def _check_trimmed(self) -> None:
+        """After an outage: if entries past our cursor were trimmed, the live
+        path lost them; flag every client so it heals (or resets) from replay."""
+        assert self._cursor is not None
+        try:
+            info = self.redis.xinfo_stream(self.key)
+        except redis.ResponseError:
+            return  # no stream (yet): nothing was trimmed
+        first_entry = info.get("first-entry")
+        first = parse_id(first_entry[0]) if first_entry else None
+        cursor = parse_id(self._cursor) or (0, 0)
+        if info.get("entries-added", 0) > info.get("length", 0) and first is not None and first > cursor:
+            log.warning("reader fell behind the stream's trim", extra={"event": "reader_gap", "cursor": self._cursor})
+            for client in self.registry.clients():
+                client.gap = True
+                try:
+                    client.queue.put_nowait(WAKE)
+                except queue.Full:
+                    pass  # a full queue wakes its generator anyway
+
+
+def _event(entry_id: str, fields: dict[str, str]) -> Event | None:
+    try:
+        return Event.create(entry_id, fields["topic"], fields.get("event", "message"), fields.get("data", ""))
+    except (KeyError, ValueError):
+        log.warning("skipping a malformed stream entry", extra={"event": "bad_entry", "id": entry_id})
+        return None
