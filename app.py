@@ -12,6 +12,7 @@ from pathlib import Path
 
 from flask import Flask
 
+import board
 import streaming
 from streaming import logs
 from streaming.http import MAX_BODY_BYTES, install_error_handlers
@@ -35,6 +36,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     from streaming.views import bp as streaming_bp
 
     app.register_blueprint(streaming_bp)
+    board.init_app(app)
     install_error_handlers(app)
     return app
 
