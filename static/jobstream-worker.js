@@ -10,6 +10,7 @@ import { Hub, JobStore } from "./jobstream.js";
 
 const ports = new Set();
 const store = new JobStore();
+const types = new Set(); // event names the tabs asked for, kept across hub restarts
 let hub = null;
 let status = { state: "connecting", retryInMs: null, attempt: 0, since: Date.now() };
 
@@ -20,7 +21,7 @@ function broadcast(message) {
 function startHub() {
   const [url, topics] = JSON.parse(self.name.slice("jobstream:".length));
   hub = new Hub(
-    { url, topics },
+    { url, topics, lastEventId: store.lastEventId, events: [...types] },
     {
       event(msg) {
         if (store.apply(msg) === null) return;
@@ -43,16 +44,23 @@ self.onconnect = (e) => {
     return;
   }
   ports.add(port);
+  if (!hub) startHub();
   port.onmessage = ({ data }) => {
-    if (data.t === "hello") {
-      for (const type of data.events || []) hub.addEventType(type);
-    } else if (data.t === "listen") {
-      hub.addEventType(data.type);
+    if (data.t === "hello" || data.t === "listen") {
+      for (const type of data.events || [data.type]) {
+        types.add(type);
+        hub?.addEventType(type);
+      }
     } else if (data.t === "bye") {
       ports.delete(port);
+      if (ports.size === 0 && hub) {
+        // The last tab left (or closed its Jobstream): drop the stream; a
+        // tab that comes back resumes from the last id.
+        hub.stop();
+        hub = null;
+      }
     }
   };
   port.start();
-  if (!hub) startHub();
   port.postMessage({ t: "state", jobs: store.list(), lastEventId: store.lastEventId, status });
 };
