@@ -368,7 +368,8 @@ export class Jobstream {
     const abort = new AbortController();
     let release = null;
     let hub = null;
-    const post = (m) => channel.postMessage(m);
+    let leaving = false; // a leader that leaves must not tell the others "closed"
+    const post = (m) => leaving || channel.postMessage(m);
     this._send = (m) => (hub && m.t === "listen" ? hub.addEventType(m.type) : post({ ...m, from: this.tabId }));
     channel.onmessage = ({ data }) => {
       if (data.to && data.to !== this.tabId) return;
@@ -408,6 +409,7 @@ export class Jobstream {
       })
       .catch(() => {}); // aborted by close()
     this._teardown.push(() => {
+      leaving = true;
       abort.abort();
       if (hub) hub.stop();
       if (release) release();

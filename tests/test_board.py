@@ -281,6 +281,31 @@ def test_server_at_capacity_shows_busy_backs_off_and_goes_live(
     assert active_streams(server) == 1
 
 
+@pytest.mark.timeout(60)
+def test_lost_server_shows_reconnecting_then_resumes_in_a_tab_of_its_own(
+    tmp_path: Path, context: BrowserContext
+) -> None:
+    first = ServerProcess(tmp_path / "server", FAST_RECONNECT).start()
+    second: ServerProcess | None = None
+    try:
+        page = open_board(context, first, mode="direct")
+        expect(state(page)).to_have_text("live")
+        assert mode_of(page) == "direct"
+        before = create_job(first, "fail", {"message": "before the crash"})
+        expect(row(page, before["id"]).locator(".badge")).to_have_text("error")
+        first.kill()  # no shutdown event: the connection just drops
+        expect(state(page)).to_have_text("reconnecting")
+        second = ServerProcess(tmp_path / "server", FAST_RECONNECT, port=first.port).start()
+        after = create_job(second, "fail", {"message": "after the crash"})
+        expect(state(page)).to_have_text("live", timeout=20_000)
+        expect(row(page, after["id"]).locator(".badge")).to_have_text("error")
+        expect(row(page, before["id"]).locator(".badge")).to_have_text("error")
+    finally:
+        first.stop(timeout=10)
+        if second is not None:
+            second.stop(timeout=10)
+
+
 def rejections(server: ServerProcess) -> list[float]:
     return [log_ms(r["time"]) / 1000 for r in server.log_records() if r.get("event") == "stream_rejected"]
 
@@ -288,6 +313,49 @@ def rejections(server: ServerProcess) -> list[float]:
 def log_ms(stamp: str) -> float:
     """A log line's local ``time`` as epoch milliseconds."""
     return datetime.strptime(stamp, "%Y-%m-%d %H:%M:%S,%f").timestamp() * 1000
+
+
+# -- the library's pure parts ------------------------------------------------
+
+
+@pytest.mark.timeout(30)
+def test_library_backoff_ids_topics_and_versions(shared_server: ServerProcess, context: BrowserContext) -> None:
+    page = context.new_page()
+    page.goto(shared_server.url("/static/board.css"))  # same origin, no board running
+    result = page.evaluate(
+        """async () => {
+        const m = await import("/static/jobstream.js");
+        const delays = [0, 1, 2, 3, 10].map((a) => [0, 0.5, 1].map((r) => m.backoffDelay(a, 1000, 30000, () => r)));
+        const store = new m.JobStore();
+        const job = (version, status) => ({ id: "a", created_at: "2026-01-01T00:00:00.000Z", status, version });
+        const applied = [
+          store.apply({ type: "job", id: "10-0", data: job(2, "in_progress") }).length,
+          store.apply({ type: "job", id: "11-0", data: job(1, "pending") }).length,  // older version
+          store.apply({ type: "job", id: "10-0", data: job(3, "completed") }),       // id already seen
+          store.apply({ type: "job", id: "12-0", data: job(3, "completed") }).length,
+        ];
+        const status = store.jobs.get("a").status;
+        store.apply({ type: "snapshot", id: "13-0", data: { jobs: [job(1, "pending")] } });
+        return {
+          delays, applied, status, afterSnapshot: store.jobs.get("a").status, last: store.lastEventId,
+          ids: [m.compareIds("2-0", "10-0"), m.compareIds("5-3", "5-12"), m.compareIds("5-1", "5-1"), m.compareIds("x", "1-0")],
+          topics: [m.topicMatches("jobs/*", "jobs/a"), m.topicMatches("jobs/a", "jobs/ab"), m.topicMatches("*", "x")],
+        };
+    }"""
+    )
+    assert result["delays"] == [
+        [500, 750, 1000],
+        [1000, 1500, 2000],
+        [2000, 3000, 4000],
+        [4000, 6000, 8000],
+        [15000, 22500, 30000],
+    ]
+    assert result["applied"] == [1, 0, None, 1]
+    assert result["status"] == "completed"
+    assert result["afterSnapshot"] == "pending"  # a snapshot is the server's truth
+    assert result["last"] == "13-0"
+    assert result["ids"] == [-1, -1, 0, None]
+    assert result["topics"] == [True, False, True]
 
 
 # -- rendering -----------------------------------------------------------------
@@ -362,6 +430,9 @@ def test_screenshots_of_the_board_with_running_and_finished_jobs(start_server: S
             page = open_board(ctx, server)
             expect(state(page)).to_have_text("live")
             expect(page.locator("#job-rows tr")).to_have_count(6)
+            # What the README's caption says the picture shows.
+            for status, count in (("in_progress", 2), ("completed", 2), ("cancelled", 1), ("error", 1)):
+                expect(page.locator(f'[data-count="{status}"]')).to_have_text(str(count))
             page.screenshot(path=str(path), full_page=viewport is PHONE)
         finally:
             ctx.close()
