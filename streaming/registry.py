@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import itertools
 import queue
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -76,10 +77,13 @@ class Client:
         except queue.Full:
             pass  # not waiting in get(): it will see ``closing`` after its write
         if reason in (EVICTED, STALE) and self.sock is not None:
-            # The peer is not reading; a blocked sendall would hold the
-            # greenlet and the pool slot until the write timeout.
+            # The peer is not reading: a blocked sendall would hold the
+            # greenlet and the pool slot. Shutting down the OS socket makes
+            # that send fail with EPIPE, which gunicorn ends quietly. (gevent's
+            # own shutdown() would cancel the waiter with EBADF instead, which
+            # gunicorn logs as a traceback.)
             try:
-                self.sock.shutdown(2)  # socket.SHUT_RDWR
+                getattr(self.sock, "_sock", self.sock).shutdown(socket.SHUT_RDWR)
             except OSError:
                 pass  # already closed by the peer
 

@@ -13,6 +13,7 @@ import math
 import os
 import queue
 import re
+import socket
 import time
 from typing import Any
 
@@ -63,6 +64,7 @@ def stream() -> Response:
     refused = svc.registry.admit(client)
     if refused is not None:
         return _refuse(svc, client, refused)
+    _bound_unacknowledged_writes(client.sock, svc.registry.stale_after)
     log.info(
         "stream opened",
         extra={
@@ -79,13 +81,29 @@ def stream() -> Response:
         keepalive_seconds=settings.keepalive_seconds,
         clock=svc.clock,
         snapshot=svc.snapshot,
-        wants_snapshot=svc.snapshot is not None and topics.could_match_prefix("jobs/"),
+        wants_snapshot=topics.could_match_prefix("jobs/"),
     )
     body = open_stream(client, svc.registry, svc.broker, options, last_event_id or None, svc.broker.last_key)
     response = Response(body, mimetype="text/event-stream", headers=SSE_HEADERS)
     # A generator that never started has no ``finally`` to run.
     response.call_on_close(lambda: svc.registry.remove(client.queue, client.closing or "client"))
     return response
+
+
+def _bound_unacknowledged_writes(sock: Any, seconds: float) -> None:
+    """Let the kernel abort a connection whose peer vanished without a FIN.
+
+    Keep-alive writes to such a peer "succeed" into the send buffer for
+    minutes of retransmissions; TCP_USER_TIMEOUT fails them once data stays
+    unacknowledged this long, which ends the generator.
+    """
+    option = getattr(socket, "TCP_USER_TIMEOUT", None)
+    if sock is None or option is None:
+        return
+    try:
+        sock.setsockopt(socket.IPPROTO_TCP, option, int(seconds * 1000))
+    except OSError:
+        log.debug("TCP_USER_TIMEOUT not supported on this socket")
 
 
 def _refuse(svc: StreamingService, client: Client, reason: str) -> Response:

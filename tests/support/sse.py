@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+import selectors
 import socket
 import time
 from dataclasses import dataclass, field
@@ -61,6 +62,7 @@ class SSEClient:
         self.events: list[SSEEvent] = []
         self.comments: list[str] = []
         self.last_id: str | None = None
+        self._id_buffer: str | None = None
         self.retry: int | None = None
 
     # -- connection ----------------------------------------------------------
@@ -175,6 +177,7 @@ class SSEClient:
 
     def _line(self, line: str) -> None:
         if line == "":
+            self.last_id = self._id_buffer
             if self._has_data:
                 self._pending.data = "\n".join(self._pending_data)
                 self._pending.id = self.last_id
@@ -196,7 +199,7 @@ class SSEClient:
             self._pending.event = value
         elif name == "id":
             if "\0" not in value:
-                self.last_id = value
+                self._id_buffer = value  # becomes last_id only when the event completes
         elif name == "retry" and value.isdigit():
             self.retry = int(value)
             self._pending.retry = int(value)
@@ -205,7 +208,10 @@ class SSEClient:
         """Read once; returns False at EOF."""
         if self._eof:
             return False
-        self._recv(time.monotonic() + timeout)
+        try:
+            self._recv(time.monotonic() + timeout)
+        except TimeoutError:
+            return True
         self._decode()
         self._parse()
         return not self._eof
@@ -276,3 +282,22 @@ def http_request(port: int, raw: bytes, timeout: float = 5.0) -> Response:
     status_line, *lines = head.decode("latin-1").split("\r\n")
     headers = {k.strip().lower(): v.strip() for k, _, v in (line.partition(":") for line in lines)}
     return Response(int(status_line.split()[1]), headers, body)
+
+
+def pump_all(clients: list[SSEClient], done: Any, timeout: float = 10.0) -> None:
+    """Read many streams at once until ``done(client)`` holds for each (or EOF)."""
+    waiting = {c.sock: c for c in clients if c.sock is not None and not done(c) and not c.eof}
+    deadline = time.monotonic() + timeout
+    with selectors.DefaultSelector() as selector:
+        for sock in waiting:
+            selector.register(sock, selectors.EVENT_READ)
+        while waiting:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise AssertionError(f"{len(waiting)} of {len(clients)} streams not done within {timeout}s")
+            for key, _ in selector.select(min(left, 0.5)):
+                client = waiting[key.fileobj]  # type: ignore[index]
+                client.pump(0.01)
+                if done(client) or client.eof:
+                    selector.unregister(key.fileobj)
+                    del waiting[key.fileobj]  # type: ignore[arg-type]
