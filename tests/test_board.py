@@ -1,10 +1,11 @@
 """The job board in a real browser: Debian's headless Chromium driven by Playwright.
 
 Each test starts its own gunicorn (the stream counts and restarts are the
-subject) except the rendering tests, which share one. Network timing that a
-test must control (a hand-over, a restart) is held with ``context.route``:
-the browser's request waits until the test has changed the jobs, so the page
-can only learn of those changes by resuming from its last event id.
+subject) except the rendering tests, which share one. Where a test must be
+sure the page learns of changes only by resuming from its last event id, the
+resume is held back until the jobs have changed: with ``context.route`` for
+a tab's own EventSource (the leader hand-over), with a long ``retry:`` for
+the SharedWorker's, which Playwright cannot route (the restart).
 """
 
 from __future__ import annotations
@@ -15,25 +16,19 @@ import time
 from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
-from playwright.sync_api import Browser, BrowserContext, Page, Route, ViewportSize, expect, sync_playwright
+from playwright.sync_api import Browser, BrowserContext, Page, Route, ViewportSize, expect
 
 from tests.conftest import StartServer
+from tests.support.browser import launch_browser
 from tests.support.server import ServerProcess
 from tests.support.sse import SSEClient
 
-CHROMIUM = Path("/usr/bin/chromium")
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs"
 
-pytestmark = pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium at /usr/bin/chromium")
-
-CHROMIUM_ARGS = [
-    "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-]  # fmt: skip
 # Quick reconnects so restarts and refusals resolve within a test's budget.
 FAST_RECONNECT = {"STREAM_RETRY_MS": "500", "STREAM_RECONNECT_JITTER_MS": "1000"}
 LAPTOP: ViewportSize = {"width": 1280, "height": 800}
@@ -42,10 +37,8 @@ PHONE: ViewportSize = {"width": 390, "height": 844}
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
-    with sync_playwright() as pw:
-        chromium = pw.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
-        yield chromium
-        chromium.close()
+    for launched in launch_browser():  # skips without /usr/bin/chromium
+        yield cast(Browser, launched)
 
 
 @pytest.fixture
