@@ -251,10 +251,15 @@ def test_server_restart_shows_restarting_then_live_with_final_job_states(
 
 
 @pytest.mark.timeout(60)
+@pytest.mark.parametrize("reject_mode", ["status", "retry"])
 def test_server_at_capacity_shows_busy_backs_off_and_goes_live(
-    start_server: StartServer, context: BrowserContext
+    start_server: StartServer, context: BrowserContext, reject_mode: str
 ) -> None:
-    server = start_server({"STREAM_MAX_CONNECTIONS": "1", **FAST_RECONNECT})
+    # "status" refuses with 503 (the EventSource is CLOSED for good); "retry"
+    # with 200 + event: overloaded. Keep-alives every second notice the
+    # holder leaving soon after it does.
+    env = {"STREAM_MAX_CONNECTIONS": "1", "STREAM_REJECT_MODE": reject_mode, "STREAM_KEEPALIVE_INTERVAL": "1"}
+    server = start_server({**env, **FAST_RECONNECT})
     holder = SSEClient(server.port, params=[("topic", "jobs/*")]).open()
     try:
         holder.wait(lambda c: c.comments)
@@ -264,7 +269,8 @@ def test_server_at_capacity_shows_busy_backs_off_and_goes_live(
         server.wait_for(lambda: len(rejections(server)) >= 3, timeout=10)
     finally:
         holder.close()
-    expect(state(page)).to_have_text("live", timeout=20_000)
+    server.wait_for(lambda: server.health()["stream"]["accepted"] >= 2, timeout=20)
+    expect(state(page)).to_have_text("live")
     times = rejections(server)
     gaps = [b - a for a, b in itertools.pairwise(times)]
     # Jittered exponential: each wait in [d/2, d] with d doubling from 1 s.
