@@ -33,6 +33,7 @@
 
 export const STATES = Object.freeze(["connecting", "live", "reconnecting", "busy", "restarting", "closed"]);
 const CORE_EVENTS = ["snapshot", "job", "reset", "shutdown", "overloaded", "message"];
+const SETTLE_MS = 150;
 const DEFAULTS = Object.freeze({
   url: "/stream",
   topics: ["jobs/*"],
@@ -150,6 +151,7 @@ export class Hub {
     this.types = new Set([...CORE_EVENTS, ...(this.options.events || [])]);
     this.es = null;
     this.timer = null;
+    this.liveTimer = null;
     this.stableTimer = null;
     this.attempt = 0;
     this.stopped = false;
@@ -166,6 +168,7 @@ export class Hub {
   stop() {
     this.stopped = true;
     clearTimeout(this.timer);
+    clearTimeout(this.liveTimer);
     clearTimeout(this.stableTimer);
     if (this.es) this.es.close();
     this.es = null;
@@ -189,12 +192,16 @@ export class Hub {
     this.es = es;
     es.onopen = () => {
       if (es !== this.es) return;
-      this._setState("live");
+      // STREAM_REJECT_MODE=retry refuses with a 200 whose first event is
+      // `overloaded` (or `shutdown`): say "live" only once that had its chance.
+      clearTimeout(this.liveTimer);
+      this.liveTimer = setTimeout(() => this._live(es), SETTLE_MS);
       clearTimeout(this.stableTimer);
       this.stableTimer = setTimeout(() => (this.attempt = 0), this.options.stableMs);
     };
     es.onerror = () => {
       if (es !== this.es) return;
+      clearTimeout(this.liveTimer);
       clearTimeout(this.stableTimer);
       if (es.readyState === EventSource.CLOSED) {
         this._refused(0); // a non-200 answer: the browser will not retry this one
@@ -214,7 +221,10 @@ export class Hub {
       if (e.lastEventId) this.lastEventId = e.lastEventId;
       const msg = { type, id: e.lastEventId || null, data: parseData(e.data) };
       if (type === "shutdown") {
+        clearTimeout(this.liveTimer);
         this._setState("restarting", { retryInMs: msg.data?.retry_ms ?? null });
+      } else if (type !== "overloaded") {
+        this._live(es); // data flows: no need to wait
       }
       this.sink.event(msg);
       if (type === "overloaded") {
@@ -224,7 +234,13 @@ export class Hub {
     });
   }
 
+  _live(es) {
+    clearTimeout(this.liveTimer);
+    if (es === this.es && this.status.state !== "live") this._setState("live");
+  }
+
   _refused(minDelayMs) {
+    clearTimeout(this.liveTimer);
     clearTimeout(this.stableTimer);
     if (this.es) this.es.close();
     this.es = null;

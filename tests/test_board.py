@@ -266,7 +266,10 @@ def test_server_at_capacity_shows_busy_backs_off_and_goes_live(
         page = open_board(context, server)
         expect(state(page)).to_have_text("server busy")
         expect(page.locator("#conn-detail")).to_contain_text("retrying")
+        page.evaluate("window.seen = []; window.jobstream.onStatus((s) => window.seen.push(s.state))")
         server.wait_for(lambda: len(rejections(server)) >= 3, timeout=10)
+        # Never "live" while refused, not even for the 200 of the retry mode.
+        assert set(page.evaluate("window.seen")) == {"busy"}
     finally:
         holder.close()
     server.wait_for(lambda: server.health()["stream"]["accepted"] >= 2, timeout=20)
