@@ -173,7 +173,7 @@ const paramsInput = $("#job-params");
 const customField = $("#custom-type-field");
 const tokenInput = $("#api-token");
 tokenInput.value = sessionStorage.getItem(TOKEN_KEY) || "";
-tokenInput.addEventListener("change", () => {
+tokenInput.addEventListener("input", () => {
   if (tokenInput.value) sessionStorage.setItem(TOKEN_KEY, tokenInput.value);
   else sessionStorage.removeItem(TOKEN_KEY);
 });

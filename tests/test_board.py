@@ -396,7 +396,12 @@ def test_start_form_cancel_button_and_status_filters(shared_server: ServerProces
     page.select_option("#job-type", "sleep")
     page.fill("#job-params", '{"seconds": 60, "steps": 60}')
     page.fill("#job-name", "to be cancelled")
-    page.click("#start-button")
+    page.click(".token summary")
+    page.fill("#api-token", "s3cret")  # sent if given; this server needs none
+    with page.expect_request(lambda r: r.url.endswith("/jobs") and r.method == "POST") as sent:
+        page.click("#start-button")
+    assert sent.value.headers.get("authorization") == "Bearer s3cret"
+    assert page.evaluate("sessionStorage.getItem('jobstream.apiToken')") == "s3cret"
     job_row = page.locator("#job-rows tr", has_text="to be cancelled")
     expect(job_row.locator(".badge")).to_have_text("in progress")
     job_row.locator("button.cancel").click()
