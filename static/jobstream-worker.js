@@ -43,14 +43,18 @@ self.onconnect = (e) => {
     port.postMessage({ t: "unsupported" });
     return;
   }
-  ports.add(port);
-  if (!hub) startHub();
   port.onmessage = ({ data }) => {
     if (data.t === "hello" || data.t === "listen") {
       for (const type of data.events || [data.type]) {
         types.add(type);
         hub?.addEventType(type);
       }
+    }
+    if (data.t === "hello") {
+      // A tab joins, or comes back from the back/forward cache after its "bye".
+      ports.add(port);
+      if (!hub) startHub();
+      port.postMessage({ t: "state", jobs: store.list(), lastEventId: store.lastEventId, status });
     } else if (data.t === "bye") {
       ports.delete(port);
       if (ports.size === 0 && hub) {
@@ -62,5 +66,4 @@ self.onconnect = (e) => {
     }
   };
   port.start();
-  port.postMessage({ t: "state", jobs: store.list(), lastEventId: store.lastEventId, status });
 };

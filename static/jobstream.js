@@ -369,14 +369,18 @@ export class Jobstream {
     };
     port.start();
     this._send = (m) => port.postMessage(m);
+    const hello = () => port.postMessage({ t: "hello", events: [...this.options.events, ...this.listeners.keys()] });
     const bye = () => port.postMessage({ t: "bye" });
+    const back = (e) => e.persisted && hello(); // restored from the back/forward cache
     addEventListener("pagehide", bye);
+    addEventListener("pageshow", back);
     this._teardown.push(() => {
       removeEventListener("pagehide", bye);
+      removeEventListener("pageshow", back);
       bye();
       port.close();
     });
-    port.postMessage({ t: "hello", events: [...this.options.events, ...this.listeners.keys()] });
+    hello();
   }
 
   _useLocks() {
