@@ -440,6 +440,8 @@ def test_screenshots_of_the_board_with_running_and_finished_jobs(start_server: S
             # What the README's caption says the picture shows.
             for status, count in (("in_progress", 2), ("completed", 2), ("cancelled", 1), ("error", 1)):
                 expect(page.locator(f'[data-count="{status}"]')).to_have_text(str(count))
+            # Readable without sideways scrolling, phone included.
+            assert page.evaluate("document.documentElement.scrollWidth") <= viewport["width"]
             page.screenshot(path=str(path), full_page=viewport is PHONE)
         finally:
             ctx.close()
