@@ -369,7 +369,7 @@ export class Jobstream {
     };
     port.start();
     this._send = (m) => port.postMessage(m);
-    const hello = () => port.postMessage({ t: "hello", events: [...this.options.events, ...this.listeners.keys()] });
+    const hello = () => port.postMessage({ t: "hello", events: this._eventNames() });
     const bye = () => port.postMessage({ t: "bye" });
     const back = (e) => e.persisted && hello(); // restored from the back/forward cache
     addEventListener("pagehide", bye);
@@ -402,9 +402,10 @@ export class Jobstream {
         return;
       }
       if (data.t === "state" || this.hadState) this._fromHub(data, "follower");
-      else if (data.t === "status") post({ t: "hello", from: this.tabId, events: [...this.listeners.keys()] });
+      else if (data.t === "status") hello();
     };
-    post({ t: "hello", from: this.tabId, events: [...this.listeners.keys()] });
+    const hello = () => post({ t: "hello", from: this.tabId, events: this._eventNames() });
+    hello();
     // Web Locks grant in request order; the holder keeps the lock until its
     // promise settles, or until its tab is gone, which is the hand-over.
     navigator.locks
@@ -435,6 +436,10 @@ export class Jobstream {
       if (release) release();
       channel.close();
     });
+  }
+
+  _eventNames() {
+    return [...new Set([...this.options.events, ...this.listeners.keys()])];
   }
 
   _state() {

@@ -266,7 +266,8 @@ def test_server_at_capacity_shows_busy_backs_off_and_goes_live(
         page = open_board(context, server)
         expect(state(page)).to_have_text("server busy")
         expect(page.locator("#conn-detail")).to_contain_text("retrying")
-        page.evaluate("window.seen = []; window.jobstream.onStatus((s) => window.seen.push(s.state))")
+        # A function body: Playwright would call a function the expression returned (the unsubscribe).
+        page.evaluate("() => { window.seen = []; window.jobstream.onStatus((s) => window.seen.push(s.state)); }")
         server.wait_for(lambda: len(rejections(server)) >= 3, timeout=10)
         # Never "live" while refused, not even for the 200 of the retry mode.
         assert set(page.evaluate("window.seen")) == {"busy"}
@@ -358,6 +359,23 @@ def test_library_backoff_ids_topics_and_versions(shared_server: ServerProcess, c
     assert result["last"] == "13-0"
     assert result["ids"] == [-1, -1, 0, None]
     assert result["topics"] == [True, False, True]
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize("mode", ["worker", "locks"])
+def test_custom_event_names_reach_every_tab_through_the_shared_connection(
+    shared_server: ServerProcess, context: BrowserContext, mode: str
+) -> None:
+    pages = [open_board(context, shared_server, mode=mode) for _ in range(2)]
+    for page in pages:
+        expect(state(page)).to_have_text("live")
+        page.evaluate("() => { window.logs = []; window.jobstream.on('log', (data) => window.logs.push(data.line)); }")
+    # Let the "listen" messages reach whoever holds the connection before publishing.
+    pages[-1].wait_for_timeout(100)
+    shared_server.publish(f"jobs/{mode}/log", {"line": f"hello {mode}"}, event="log")
+    for page in pages:
+        page.wait_for_function("() => window.logs.length === 1")
+        assert page.evaluate("window.logs") == [f"hello {mode}"]
 
 
 # -- rendering -----------------------------------------------------------------
