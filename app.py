@@ -13,6 +13,7 @@ from pathlib import Path
 from flask import Flask
 
 import board
+import jobs
 import streaming
 from streaming import logs
 from streaming.http import MAX_BODY_BYTES, install_error_handlers
@@ -37,6 +38,7 @@ def create_app(settings: Settings | None = None) -> Flask:
 
     app.register_blueprint(streaming_bp)
     board.init_app(app)
+    jobs.init_app(app, service)
     install_error_handlers(app)
     return app
 

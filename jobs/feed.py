@@ -1,0 +1,97 @@
+"""How job changes reach streams: topics, snapshots, and the cross-process feed.
+
+The server process publishes its own changes the moment they are written.
+Changes written by other processes on the same database (``python -m
+jobs.worker``) are read from the store's change feed every
+``FEED_POLL_SECONDS`` and published here, so every state change a worker
+makes reaches the streams too, in order, about half a second later.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from jobs.store import MAX_PAGE, JobStore, Selection
+from streaming.service import StreamingService
+from streaming.topics import TopicFilter
+
+log = logging.getLogger("jobstream.jobs")
+
+TOPIC_PREFIX = "jobs/"
+EVENT = "job"
+FEED_POLL_SECONDS = 0.5
+
+
+def topic_of(job_id: str) -> str:
+    return f"{TOPIC_PREFIX}{job_id}"
+
+
+def publisher(service: StreamingService) -> Callable[[dict[str, Any]], None]:
+    """``announce(job_json)``: ``event: job`` on ``jobs/<id>``. Raises ``BrokerUnavailable``."""
+
+    def announce(job: dict[str, Any]) -> None:
+        service.publish(topic_of(job["id"]), EVENT, job)
+
+    return announce
+
+
+def selection_for(topics: TopicFilter) -> Selection:
+    """The jobs whose topic ``jobs/<id>`` a stream's filter matches."""
+    if topics.everything or any(TOPIC_PREFIX.startswith(p) for p in topics.prefixes):
+        return Selection(everything=True)
+    return Selection(
+        ids=[t[len(TOPIC_PREFIX) :] for t in topics.exact if t.startswith(TOPIC_PREFIX) and len(t) > len(TOPIC_PREFIX)],
+        id_prefixes=[p[len(TOPIC_PREFIX) :] for p in topics.prefixes if p.startswith(TOPIC_PREFIX)],
+    )
+
+
+def snapshot(store: JobStore, topics: TopicFilter) -> dict[str, Any]:
+    """The ``event: snapshot`` body: matching jobs, newest first, at most 500."""
+    return {"jobs": [job.to_json() for job in store.newest(selection_for(topics), MAX_PAGE)]}
+
+
+class ChangeFeed:
+    """Publishes the changes other processes wrote to the store."""
+
+    def __init__(self, store: JobStore, announce: Callable[[dict[str, Any]], None]) -> None:
+        self.store = store
+        self.announce = announce
+        self.position = 0
+        self._stop: threading.Event | None = None
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        if self._thread is not None:
+            return
+        # Older changes are already in the store (snapshots show them); start at now.
+        self.position = self.store.last_change()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, args=(self._stop,), name="jobstream-feed", daemon=True)
+        self._thread.start()
+
+    def poll(self) -> int:
+        """Publish what other processes wrote since the last poll; returns how many."""
+        changes, self.position = self.store.changes(self.position)
+        for job in changes:
+            try:
+                self.announce(job)
+            except Exception:
+                log.exception("job change not published", extra={"event": "job_publish_failed", "job_id": job["id"]})
+        return len(changes)
+
+    def _loop(self, stop: threading.Event) -> None:
+        while not stop.wait(FEED_POLL_SECONDS):
+            try:
+                self.poll()  # up to 1000 changes per poll is far more than runners write
+            except Exception:
+                log.exception("job change feed poll failed; retrying")
+
+    def stop(self) -> None:
+        if self._stop is not None:
+            self._stop.set()
+        if self._thread is not None:
+            self._thread.join(2.0)
+            self._thread = None

@@ -1,0 +1,148 @@
+"""The job API: ``POST /jobs``, ``GET /jobs``, ``GET /jobs/<id>``, ``POST /jobs/<id>/cancel``.
+
+Every client mistake is ``{"error": "..."}`` with a 4xx that names the field
+or parameter (``streaming.http``). A job is created and announced while this
+process's runner holds off claiming, so a stream sees ``created`` before
+``started``.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from flask import Blueprint, Response, current_app, jsonify, request, url_for
+
+from jobs.feed import publisher
+from jobs.handlers import HandlerRegistry, ParamsError
+from jobs.model import MAX_NAME_LENGTH
+from jobs.runner import Runner
+from jobs.states import InvalidTransition, Status, parse_status
+from jobs.store import MAX_PAGE, InvalidCursor, JobNotFound, JobStore
+from streaming.broker import BrokerUnavailable
+from streaming.http import fail, read_json_object
+from streaming.service import StreamingService
+
+bp = Blueprint("jobs", __name__)
+log = logging.getLogger("jobstream.jobs")
+
+CREATE_FIELDS = {"type", "params", "name"}
+DEFAULT_LIMIT = 50
+
+
+@dataclass(frozen=True)
+class JobsExtension:
+    """What the views need, kept in ``app.extensions["jobs"]``."""
+
+    store: JobStore
+    runner: Runner
+    handlers: HandlerRegistry
+    service: StreamingService
+
+
+def _jobs() -> JobsExtension:
+    ext: JobsExtension = current_app.extensions["jobs"]
+    if not ext.service.started:
+        ext.service.start()  # outside gunicorn: starts the runner on first use
+    return ext
+
+
+@bp.post("/jobs")
+def create_job() -> tuple[Response, int, dict[str, str]]:
+    ext = _jobs()
+    body = read_json_object(request)
+    unknown = sorted(set(body) - CREATE_FIELDS)
+    if unknown:
+        fail(400, f"unknown field(s): {', '.join(unknown)}; allowed: type, params, name")
+    job_type = body.get("type")
+    if not isinstance(job_type, str) or not job_type:
+        fail(400, "type must be a non-empty string")
+    kind = ext.handlers.get(job_type)
+    if kind is None:
+        fail(400, f"unknown type {job_type!r}; known types: {', '.join(ext.handlers.names())}")
+    params = body.get("params", {})
+    if params is None:
+        params = {}
+    if not isinstance(params, dict):
+        fail(400, "params must be a JSON object")
+    try:
+        params = kind.validate(params)
+    except (ParamsError, ValueError, TypeError) as exc:  # a custom validator's own errors are 400s too
+        fail(400, str(exc) or f"bad params for {job_type}")
+    name = body.get("name")
+    if name is None:
+        name = job_type
+    if not isinstance(name, str) or not name.strip() or len(name) > MAX_NAME_LENGTH:
+        fail(400, f"name must be a non-empty string of at most {MAX_NAME_LENGTH} characters")
+    with ext.runner.holding_claims():
+        job = ext.store.create(job_type, name, params)
+        try:
+            publisher(ext.service)(job.to_json())
+        except BrokerUnavailable as exc:
+            # Not announced means not accepted: take it back. If a runner in
+            # another process already claimed it, it is accepted after all
+            # (201) and its later changes reach the streams as usual.
+            if ext.store.withdraw(job.id):
+                fail(503, f"job not accepted: broker unavailable ({exc})")
+    ext.runner.wake()
+    location = url_for("jobs.get_job", job_id=job.id)
+    return jsonify(job.to_json()), 201, {"Location": location}
+
+
+@bp.get("/jobs")
+def list_jobs() -> Response:
+    ext = _jobs()
+    args = request.args
+    status = None
+    if args.get("status"):
+        try:
+            status = parse_status(args["status"])
+        except ValueError as exc:
+            fail(400, f"status: {exc}")
+    limit = _limit(args.get("limit"))
+    try:
+        page = ext.store.page(status, limit, args.get("cursor") or None)
+    except InvalidCursor as exc:
+        fail(400, str(exc))
+    return jsonify({"jobs": [j.to_json() for j in page.jobs], "next_cursor": page.next_cursor})
+
+
+def _limit(raw: str | None) -> int:
+    if raw is None or raw == "":
+        return DEFAULT_LIMIT
+    if not raw.isdigit() or not 1 <= int(raw) <= MAX_PAGE:
+        fail(400, f"limit must be an integer from 1 to {MAX_PAGE}, got {raw!r}")
+    return int(raw)
+
+
+@bp.get("/jobs/<job_id>")
+def get_job(job_id: str) -> Response:
+    job = _jobs().store.get(job_id)
+    if job is None:
+        fail(404, f"no job {job_id!r}")
+    return jsonify(job.to_json())
+
+
+@bp.post("/jobs/<job_id>/cancel")
+def cancel_job(job_id: str) -> Response:
+    ext = _jobs()
+    try:
+        job = ext.store.request_cancel(job_id)
+    except JobNotFound as exc:
+        fail(404, str(exc))
+    except InvalidTransition as exc:
+        fail(409, f"job {job_id!r} is already {exc.current.value}")
+    if job.status is Status.CANCELLED:
+        _announce_quietly(ext, job.to_json())
+    else:
+        ext.runner.cancel_local(job.id)
+    return jsonify(job.to_json())
+
+
+def _announce_quietly(ext: JobsExtension, job: dict[str, Any]) -> None:
+    # The cancel is recorded; a broker outage must not turn it into a 5xx.
+    try:
+        publisher(ext.service)(job)
+    except BrokerUnavailable:
+        log.warning("job cancel not published", extra={"event": "job_publish_failed", "job_id": job["id"]})

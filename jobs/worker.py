@@ -1,0 +1,69 @@
+"""``python -m jobs.worker``: a runner without HTTP, against the same store.
+
+Use it to run jobs outside the web server (more CPU, other hosts with Redis
+later, handlers that must not share a process with the streams). It claims
+from the same database as the server, so a job runs once whichever process
+takes it; its changes reach the server's streams through the store's change
+feed (``jobs.feed.ChangeFeed``). It reads the same settings
+(``JOBS_DB``, ``JOBS_CONCURRENCY``, ``JOBS_HANDLERS``).
+
+SIGTERM or SIGINT: stop claiming, give running handlers ``--grace`` seconds
+to notice ``ctx.cancelled``, mark what still runs ``error``/``interrupted``,
+exit 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import threading
+from collections.abc import Sequence
+from typing import Any
+
+from jobs import load_handlers
+from jobs.handlers import registry
+from jobs.runner import Runner
+from jobs.store import make_store
+from streaming import logs
+from streaming.settings import ConfigError, Settings
+
+log = logging.getLogger("jobstream.jobs")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m jobs.worker", description=__doc__.split("\n")[0])
+    parser.add_argument("--grace", type=float, default=5.0, help="seconds running handlers get on shutdown")
+    args = parser.parse_args(argv)
+    try:
+        settings = Settings.from_env(os.environ)
+    except ConfigError as exc:
+        parser.exit(2, f"{exc}\n")
+    logs.configure(settings.log_level)
+    load_handlers(settings.jobs_handlers)
+    store = make_store(settings)
+    # Nothing to publish to here: the server's change feed publishes our writes.
+    runner = Runner(store, registry, announce=lambda job: None, concurrency=settings.jobs_concurrency)
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: Any) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    runner.start()
+    log.info(
+        "job worker started",
+        extra={"event": "worker_started", "owner": store.instance, "types": registry.names(), "db": settings.jobs_db},
+    )
+    while not stop.wait(1.0):
+        pass
+    runner.stop(grace_seconds=args.grace)
+    store.close()
+    log.info("job worker stopped", extra={"event": "worker_stopped"})
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
