@@ -141,9 +141,12 @@ def test_sixty_tabs_share_one_connection_and_all_see_a_job_complete(
     assert active_streams(server) <= 2
     assert mode_of(pages[0]) == "worker"
 
+    # One step: all 60 headless tabs count as visible and render every event
+    # (a real browser renders only the tab in front); on 2 cores shared with
+    # other work a burst of progress events queued up to ~2.5 s behind.
     first = pages[0]
     first.select_option("#job-type", "sleep")
-    first.fill("#job-params", '{"seconds": 1, "steps": 2}')
+    first.fill("#job-params", '{"seconds": 1, "steps": 1}')
     first.fill("#job-name", "sixty tabs")
     first.click("#start-button")
     job_row = first.locator("#job-rows tr", has_text="sixty tabs")
