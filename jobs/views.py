@@ -21,13 +21,13 @@ from jobs.runner import Runner
 from jobs.states import InvalidTransition, Status, parse_status
 from jobs.store import MAX_PAGE, InvalidCursor, JobNotFound, JobStore
 from streaming.broker import BrokerUnavailable
-from streaming.http import fail, read_json_object
+from streaming.http import fail, read_json_object, reject_unknown_fields
 from streaming.service import StreamingService
 
 bp = Blueprint("jobs", __name__)
 log = logging.getLogger("jobstream.jobs")
 
-CREATE_FIELDS = {"type", "params", "name"}
+CREATE_FIELDS = ("type", "params", "name")
 DEFAULT_LIMIT = 50
 
 
@@ -52,9 +52,7 @@ def _jobs() -> JobsExtension:
 def create_job() -> tuple[Response, int, dict[str, str]]:
     ext = _jobs()
     body = read_json_object(request)
-    unknown = sorted(set(body) - CREATE_FIELDS)
-    if unknown:
-        fail(400, f"unknown field(s): {', '.join(unknown)}; allowed: type, params, name")
+    reject_unknown_fields(body, CREATE_FIELDS)
     job_type = body.get("type")
     if not isinstance(job_type, str) or not job_type:
         fail(400, "type must be a non-empty string")

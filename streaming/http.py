@@ -72,6 +72,12 @@ def read_json_object(request: Request) -> dict[str, Any]:
     return body
 
 
+def reject_unknown_fields(body: dict[str, Any], allowed: tuple[str, ...]) -> None:
+    unknown = sorted(set(body) - set(allowed))
+    if unknown:
+        fail(400, f"unknown field(s): {', '.join(unknown)}; allowed: {', '.join(allowed)}")
+
+
 def install_error_handlers(app: Flask) -> None:
     @app.errorhandler(ApiError)
     def _api_error(exc: ApiError) -> Response:

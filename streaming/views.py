@@ -21,7 +21,7 @@ from flask import Blueprint, Response, current_app, jsonify, request
 
 from streaming.broker import BrokerUnavailable
 from streaming.events import encode, encode_comment, encode_retry
-from streaming.http import error_response, fail, read_json_object
+from streaming.http import error_response, fail, read_json_object, reject_unknown_fields
 from streaming.registry import CAPACITY, DRAINING, PER_IP, Client
 from streaming.service import StreamingService
 from streaming.stream import StreamOptions, open_stream
@@ -32,7 +32,7 @@ log = logging.getLogger("jobstream.streaming")
 
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 _BAD_NAME = re.compile(r"[\r\n\0]")
-EVENT_FIELDS = {"topic", "event", "data"}
+EVENT_FIELDS = ("topic", "event", "data")
 JOB_STATUSES = ("pending", "in_progress", "completed", "cancelled", "error")
 
 
@@ -143,9 +143,7 @@ def _refuse(svc: StreamingService, client: Client, reason: str) -> Response:
 def publish() -> tuple[Response, int]:
     svc = service()
     body = read_json_object(request)
-    unknown = sorted(set(body) - EVENT_FIELDS)
-    if unknown:
-        fail(400, f"unknown field(s): {', '.join(unknown)}; allowed: topic, event, data")
+    reject_unknown_fields(body, EVENT_FIELDS)
     topic = body.get("topic")
     if topic is None:
         fail(400, "missing field: topic")
