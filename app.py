@@ -13,6 +13,7 @@ from pathlib import Path
 from flask import Flask
 from werkzeug.middleware.proxy_fix import ProxyFix
 
+import board
 import jobs
 import streaming
 from streaming import auth, cors, logs, metrics, openapi
@@ -48,6 +49,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     install_body_limit(app)
     auth.init_app(app, settings.api_token)
     app.register_blueprint(streaming_bp)
+    board.init_app(app)
     jobs.init_app(app, service)
     app.register_blueprint(admin_bp)
     metrics.init_app(app, service)

@@ -1,0 +1,498 @@
+/**
+ * jobstream.js: a browser client for Jobstream's `/stream` (Server-Sent Events)
+ * that shares ONE connection among all tabs of a browser.
+ *
+ *   import { connect } from "/static/jobstream.js";
+ *   const js = connect({ url: "/stream", topics: ["jobs/*"] });
+ *   const off = js.subscribe("jobs/*", (job) => render(job));   // current jobs now, then every newer version
+ *   js.on("snapshot", ({ jobs }) => prune(jobs));                // the whole picture was replaced
+ *   js.onStatus((s) => indicator(s.state));                      // connecting | live | reconnecting | busy | restarting | closed
+ *   js.close();
+ *
+ * Why one connection: over HTTP/1.1 a browser opens at most six connections
+ * per host across ALL its tabs, so the seventh tab of a page that holds an
+ * EventSource hangs. The transport, by `mode` ("auto" picks the first that works):
+ *   "worker": a SharedWorker (jobstream-worker.js) holds the EventSource and relays to every tab;
+ *   "locks":  the tab holding a Web Lock leads, holds the EventSource and relays over BroadcastChannel;
+ *             when it goes away the next tab in the lock queue takes over and resumes from the last id;
+ *   "direct": one EventSource in this tab.
+ *
+ * Protocol (see README "HTTP API"): every event carries an `id`; the connection
+ * resumes from the last one (the browser sends `Last-Event-ID` on its own
+ * reconnects; a new EventSource passes `?last_event_id=`). `reset` + `snapshot`
+ * replace the picture when a resume cannot be served. `shutdown` means the server
+ * is restarting and the browser reconnects after the `retry:` it sent. An
+ * EventSource that the server refused (503/429: at capacity) is CLOSED for good,
+ * so it is re-created after a jittered exponential backoff; `overloaded` is
+ * the same refusal as an event (STREAM_REJECT_MODE=retry).
+ *
+ * The SSE wire carries no topic: a `job` event's topic is `jobs/<job.id>`. Other
+ * events are delivered by event name with `on(name, cb)`; the server-side filter
+ * is the `topics` option.
+ */
+
+export const STATES = Object.freeze(["connecting", "live", "reconnecting", "busy", "restarting", "closed"]);
+const CORE_EVENTS = ["snapshot", "job", "reset", "shutdown", "overloaded", "message"];
+const SETTLE_MS = 150;
+const DEFAULTS = Object.freeze({
+  url: "/stream",
+  topics: ["jobs/*"],
+  mode: "auto", // "auto" | "worker" | "locks" | "direct"
+  events: [], // extra event names to receive with on(); core ones are always on
+  backoffBaseMs: 1000,
+  backoffMaxMs: 30000,
+  stableMs: 5000, // a connection open this long resets the backoff
+});
+
+/** Open (or join) the shared stream. Returns a Jobstream. */
+export function connect(options = {}) {
+  return new Jobstream(options);
+}
+
+/** `jobs/*` matches every topic under `jobs/`; `*` or "" matches all; otherwise exact. */
+export function topicMatches(pattern, topic) {
+  if (pattern === "" || pattern === "*") return true;
+  return pattern.endsWith("*") ? topic.startsWith(pattern.slice(0, -1)) : topic === pattern;
+}
+
+/** Compare event ids `<ms>-<seq>`: <0, 0, >0, or null when either does not parse. */
+export function compareIds(a, b) {
+  const pa = parseId(a);
+  const pb = parseId(b);
+  if (!pa || !pb) return null;
+  return pa[0] !== pb[0] ? Math.sign(pa[0] - pb[0]) : Math.sign(pa[1] - pb[1]);
+}
+
+function parseId(id) {
+  const m = typeof id === "string" ? /^(\d+)-(\d+)$/.exec(id) : null;
+  return m ? [Number(m[1]), Number(m[2])] : null;
+}
+
+/** "Equal jitter": uniformly in [d/2, d] where d = min(max, base * 2^attempt). */
+export function backoffDelay(attempt, baseMs, maxMs, random = Math.random) {
+  const d = Math.min(maxMs, baseMs * 2 ** Math.min(attempt, 30));
+  return Math.round(d / 2 + random() * (d / 2));
+}
+
+function parseData(text) {
+  try {
+    return JSON.parse(text);
+  } catch {
+    return text;
+  }
+}
+
+/**
+ * The jobs one place knows, newest version of each. `apply` returns the jobs
+ * an event changed, or null for an event already seen (a relay hand-over can
+ * deliver one twice). A snapshot replaces everything: it is the server's truth.
+ */
+export class JobStore {
+  constructor() {
+    this.jobs = new Map();
+    this.lastEventId = null;
+  }
+
+  apply(msg) {
+    const replaces = msg.type === "snapshot" || msg.type === "reset";
+    if (msg.id && !replaces && this.lastEventId && compareIds(msg.id, this.lastEventId) <= 0) return null;
+    if (msg.id) this.lastEventId = msg.id;
+    if (msg.type === "snapshot") {
+      const jobs = Array.isArray(msg.data?.jobs) ? msg.data.jobs : [];
+      this.jobs = new Map(jobs.filter(isJob).map((j) => [j.id, j]));
+      return [...this.jobs.values()];
+    }
+    if (msg.type === "job" && isJob(msg.data)) {
+      const old = this.jobs.get(msg.data.id);
+      if (old && !(msg.data.version > old.version)) return [];
+      this.jobs.set(msg.data.id, msg.data);
+      return [msg.data];
+    }
+    return [];
+  }
+
+  load(state) {
+    this.jobs = new Map((state.jobs || []).filter(isJob).map((j) => [j.id, j]));
+    this.lastEventId = state.lastEventId || null;
+  }
+
+  /** Newest first, as the server's snapshot. */
+  list() {
+    return [...this.jobs.values()].sort(newestFirst);
+  }
+}
+
+function isJob(j) {
+  return j !== null && typeof j === "object" && typeof j.id === "string";
+}
+
+/** A string that sorts jobs by creation (RFC 3339 UTC sorts as text), then id. */
+export function orderKey(job) {
+  return `${job.created_at || ""}|${job.id}`;
+}
+
+function newestFirst(a, b) {
+  const ka = orderKey(a);
+  const kb = orderKey(b);
+  return ka < kb ? 1 : ka > kb ? -1 : 0;
+}
+
+/**
+ * The one EventSource and its reconnect policy. Runs in the SharedWorker, in
+ * the leader tab, or in a lone tab; `sink.event(msg)` and `sink.status(status)`
+ * receive everything. Never two EventSources: the old one is closed before a
+ * timer may create the next, and only one timer exists.
+ */
+export class Hub {
+  constructor(options, sink) {
+    this.options = { ...DEFAULTS, ...options };
+    this.sink = sink;
+    this.lastEventId = options.lastEventId || null;
+    this.types = new Set([...CORE_EVENTS, ...(this.options.events || [])]);
+    this.es = null;
+    this.timer = null;
+    this.liveTimer = null;
+    this.stableTimer = null;
+    this.attempt = 0;
+    this.stopped = false;
+    // Resuming (a leader taking over) is a reconnect, not a first connect.
+    const state = this.lastEventId ? "reconnecting" : "connecting";
+    this.status = { state, retryInMs: null, attempt: 0, since: Date.now() };
+  }
+
+  start() {
+    this.sink.status(this.status);
+    this._open();
+  }
+
+  stop() {
+    this.stopped = true;
+    clearTimeout(this.timer);
+    clearTimeout(this.liveTimer);
+    clearTimeout(this.stableTimer);
+    if (this.es) this.es.close();
+    this.es = null;
+    this._setState("closed");
+  }
+
+  /** Receive events of another name too (tabs ask for theirs). */
+  addEventType(type) {
+    if (this.types.has(type)) return;
+    this.types.add(type);
+    if (this.es) this._listen(this.es, type);
+  }
+
+  _open() {
+    this.timer = null;
+    if (this.stopped) return;
+    const url = new URL(this.options.url, globalThis.location?.href);
+    for (const topic of this.options.topics) url.searchParams.append("topic", topic);
+    if (this.lastEventId) url.searchParams.set("last_event_id", this.lastEventId);
+    const es = new EventSource(url.href);
+    this.es = es;
+    es.onopen = () => {
+      if (es !== this.es) return;
+      // STREAM_REJECT_MODE=retry refuses with a 200 whose first event is
+      // `overloaded` (or `shutdown`): say "live" only once that had its chance.
+      clearTimeout(this.liveTimer);
+      this.liveTimer = setTimeout(() => this._live(es), SETTLE_MS);
+      clearTimeout(this.stableTimer);
+      this.stableTimer = setTimeout(() => (this.attempt = 0), this.options.stableMs);
+    };
+    es.onerror = () => {
+      if (es !== this.es) return;
+      clearTimeout(this.liveTimer);
+      clearTimeout(this.stableTimer);
+      if (es.readyState === EventSource.CLOSED) {
+        this._refused(0); // a non-200 answer: the browser will not retry this one
+      } else if (this.status.state !== "restarting") {
+        // Network error or the stream ended: the browser retries by itself
+        // after `retry:` ms with Last-Event-ID (a new EventSource here would
+        // be a second connection).
+        this._setState(this.status.state === "connecting" ? "connecting" : "reconnecting");
+      }
+    };
+    for (const type of this.types) this._listen(es, type);
+  }
+
+  _listen(es, type) {
+    es.addEventListener(type, (e) => {
+      if (es !== this.es) return;
+      if (e.lastEventId) this.lastEventId = e.lastEventId;
+      const msg = { type, id: e.lastEventId || null, data: parseData(e.data) };
+      if (type === "shutdown") {
+        clearTimeout(this.liveTimer);
+        this._setState("restarting", { retryInMs: msg.data?.retry_ms ?? null });
+      } else if (type !== "overloaded") {
+        this._live(es); // data flows: no need to wait
+      }
+      this.sink.event(msg);
+      if (type === "overloaded") {
+        const after = Number(msg.data?.retry_after) * 1000;
+        this._refused(Number.isFinite(after) ? after : 0);
+      }
+    });
+  }
+
+  _live(es) {
+    clearTimeout(this.liveTimer);
+    if (es === this.es && this.status.state !== "live") this._setState("live");
+  }
+
+  _refused(minDelayMs) {
+    clearTimeout(this.liveTimer);
+    clearTimeout(this.stableTimer);
+    if (this.es) this.es.close();
+    this.es = null;
+    const delay = Math.max(
+      minDelayMs,
+      backoffDelay(this.attempt, this.options.backoffBaseMs, this.options.backoffMaxMs),
+    );
+    this.attempt += 1;
+    clearTimeout(this.timer);
+    this.timer = setTimeout(() => this._open(), delay);
+    // Refused while the server restarts is part of the restart (it drains with 503).
+    const state = this.status.state === "restarting" ? "restarting" : "busy";
+    this._setState(state, { retryInMs: delay });
+  }
+
+  _setState(state, extra = {}) {
+    this.status = { state, retryInMs: null, attempt: this.attempt, since: Date.now(), ...extra };
+    this.sink.status(this.status);
+  }
+}
+
+/** One tab's view of the shared stream. Create it with `connect()`. */
+export class Jobstream {
+  constructor(options = {}) {
+    this.options = { ...DEFAULTS, ...options };
+    this.options.url = new URL(this.options.url, location.href).href;
+    this.options.topics = [...this.options.topics].sort();
+    this.key = `jobstream:${JSON.stringify([this.options.url, this.options.topics])}`;
+    this.tabId = `${Date.now().toString(36)}-${Math.random().toString(36).slice(2)}`;
+    this.store = new JobStore();
+    this.subs = new Set();
+    this.listeners = new Map();
+    this.statusCbs = new Set();
+    this.status = { state: "connecting", mode: null, retryInMs: null, attempt: 0, since: Date.now() };
+    this.closed = false;
+    this.hadState = false;
+    this._teardown = [];
+    this._send = () => {};
+    const mode = this.options.mode;
+    const canWorker = typeof SharedWorker === "function";
+    const canLocks = typeof navigator !== "undefined" && !!navigator.locks && typeof BroadcastChannel === "function";
+    if ((mode === "auto" || mode === "worker") && canWorker) this._useWorker(canLocks);
+    else if ((mode === "auto" || mode === "locks") && canLocks) this._useLocks();
+    else this._useDirect();
+  }
+
+  /** cb(job) for every job whose topic (`jobs/<id>`) matches, now and on each newer version. */
+  subscribe(pattern, cb) {
+    const sub = { pattern, cb };
+    this.subs.add(sub);
+    for (const job of this.store.list()) if (topicMatches(pattern, `jobs/${job.id}`)) cb(job);
+    return () => this.subs.delete(sub);
+  }
+
+  /** cb(data, msg) for every event of that name (`snapshot` also fires when a tab joins). */
+  on(type, cb) {
+    if (!this.listeners.has(type)) this.listeners.set(type, new Set());
+    this.listeners.get(type).add(cb);
+    this._send({ t: "listen", type });
+    return () => this.listeners.get(type).delete(cb);
+  }
+
+  /** cb({state, mode, retryInMs, attempt, since}) now and on every change. */
+  onStatus(cb) {
+    this.statusCbs.add(cb);
+    cb(this.status);
+    return () => this.statusCbs.delete(cb);
+  }
+
+  /** The jobs this tab knows, newest first. */
+  jobs() {
+    return this.store.list();
+  }
+
+  get lastEventId() {
+    return this.store.lastEventId;
+  }
+
+  close() {
+    if (this.closed) return;
+    this.closed = true;
+    for (const fn of this._teardown.splice(0)) fn();
+    this._setStatus({ ...this.status, state: "closed" });
+  }
+
+  // -- transports ---------------------------------------------------------
+
+  _useDirect(mode = "direct") {
+    const hub = new Hub(
+      { ...this.options, lastEventId: this.store.lastEventId },
+      { event: (msg) => this._deliver(msg), status: (s) => this._setStatus({ ...s, mode }) },
+    );
+    this._hub = hub;
+    this._send = (m) => m.t === "listen" && hub.addEventType(m.type);
+    this._teardown.push(() => hub.stop());
+    for (const type of this.listeners.keys()) hub.addEventType(type);
+    hub.start();
+    return hub;
+  }
+
+  _useWorker(canLocks) {
+    let worker;
+    try {
+      worker = new SharedWorker(new URL("./jobstream-worker.js", import.meta.url), { type: "module", name: this.key });
+    } catch {
+      return canLocks ? this._useLocks() : this._useDirect();
+    }
+    const port = worker.port;
+    let phase = "waiting"; // -> "working" on the first message, or "gone" after a fall-back
+    const fallBack = () => {
+      if (this.closed || phase !== "waiting") return;
+      phase = "gone";
+      port.close();
+      this._send = () => {};
+      if (canLocks) this._useLocks();
+      else this._useDirect();
+    };
+    // A worker that cannot run (no module workers, no EventSource in workers)
+    // reports an error or says so; this tab then leads or connects by itself.
+    worker.onerror = fallBack;
+    port.onmessage = ({ data }) => {
+      if (data.t === "unsupported") return fallBack();
+      if (phase === "gone") return;
+      phase = "working";
+      this._fromHub(data, "worker");
+    };
+    port.start();
+    this._send = (m) => port.postMessage(m);
+    const hello = () => port.postMessage({ t: "hello", events: this._eventNames() });
+    const bye = () => port.postMessage({ t: "bye" });
+    const back = (e) => e.persisted && hello(); // restored from the back/forward cache
+    addEventListener("pagehide", bye);
+    addEventListener("pageshow", back);
+    this._teardown.push(() => {
+      removeEventListener("pagehide", bye);
+      removeEventListener("pageshow", back);
+      bye();
+      port.close();
+    });
+    hello();
+  }
+
+  _useLocks() {
+    const channel = new BroadcastChannel(this.key);
+    const abort = new AbortController();
+    let release = null;
+    let hub = null;
+    let leaving = false; // a leader that leaves must not tell the others "closed"
+    const post = (m) => leaving || channel.postMessage(m);
+    this._send = (m) => (hub && m.t === "listen" ? hub.addEventType(m.type) : post({ ...m, from: this.tabId }));
+    channel.onmessage = ({ data }) => {
+      if (data.to && data.to !== this.tabId) return;
+      if (hub) {
+        // Leader: answer joiners with the picture so far; take their event names.
+        if (data.t === "hello") {
+          for (const type of data.events || []) hub.addEventType(type);
+          post({ t: "state", to: data.from, ...this._state() });
+        } else if (data.t === "listen") hub.addEventType(data.type);
+        return;
+      }
+      if (data.t === "state" || this.hadState) this._fromHub(data, "follower");
+      else if (data.t === "status") hello();
+    };
+    const hello = () => post({ t: "hello", from: this.tabId, events: this._eventNames() });
+    hello();
+    // Web Locks grant in request order; the holder keeps the lock until its
+    // promise settles, or until its tab is gone, which is the hand-over.
+    navigator.locks
+      .request(this.key, { signal: abort.signal }, () => {
+        if (this.closed) return null;
+        hub = new Hub(
+          { ...this.options, lastEventId: this.store.lastEventId },
+          {
+            event: (msg) => {
+              post({ t: "event", msg });
+              this._deliver(msg);
+            },
+            status: (s) => {
+              post({ t: "status", status: s });
+              this._setStatus({ ...s, mode: "leader" });
+            },
+          },
+        );
+        for (const type of this.listeners.keys()) hub.addEventType(type);
+        hub.start();
+        return new Promise((resolve) => (release = resolve));
+      })
+      .catch(() => {}); // aborted by close()
+    this._teardown.push(() => {
+      leaving = true;
+      abort.abort();
+      if (hub) hub.stop();
+      if (release) release();
+      channel.close();
+    });
+  }
+
+  _eventNames() {
+    return [...new Set([...this.options.events, ...this.listeners.keys()])];
+  }
+
+  _state() {
+    return { jobs: this.store.list(), lastEventId: this.store.lastEventId, status: this.status };
+  }
+
+  // -- receiving ----------------------------------------------------------
+
+  _fromHub(data, mode) {
+    if (data.t === "state") {
+      this.hadState = true;
+      this.store.load(data);
+      this._notifyJobs(this.store.list());
+      this._emit("snapshot", { jobs: this.store.list() }, { type: "snapshot", id: data.lastEventId });
+      this._setStatus({ ...data.status, mode });
+    } else if (data.t === "event") {
+      this._deliver(data.msg);
+    } else if (data.t === "status") {
+      this._setStatus({ ...data.status, mode });
+    }
+  }
+
+  _deliver(msg) {
+    const changed = this.store.apply(msg);
+    if (changed === null) return; // already seen
+    this._notifyJobs(changed);
+    const data = msg.type === "snapshot" ? { ...msg.data, jobs: this.store.list() } : msg.data;
+    this._emit(msg.type, data, msg);
+  }
+
+  _notifyJobs(jobs) {
+    for (const job of jobs) {
+      const topic = `jobs/${job.id}`;
+      for (const sub of this.subs) if (topicMatches(sub.pattern, topic)) safely(sub.cb, job);
+    }
+  }
+
+  _emit(type, data, msg) {
+    for (const cb of this.listeners.get(type) || []) safely(cb, data, msg);
+  }
+
+  _setStatus(status) {
+    if (this.closed && status.state !== "closed") return;
+    this.status = status;
+    for (const cb of this.statusCbs) safely(cb, status);
+  }
+}
+
+function safely(cb, ...args) {
+  try {
+    cb(...args);
+  } catch (err) {
+    // One broken subscriber must not starve the others.
+    console.error("jobstream subscriber failed", err);
+  }
+}
