@@ -16,7 +16,7 @@ import time
 from collections import deque
 from collections.abc import AsyncIterator
 
-from sse_starlette.sse import EventSourceResponse, ServerSentEvent
+from sse_starlette import EventSourceResponse, ServerSentEvent
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -88,10 +88,10 @@ async def stream(request: Request) -> Response:
             for ev in backlog:
                 yield ServerSentEvent(id=ev[0], event=ev[2], data=ev[3])
             while True:
-                ev = await q.get()
-                if ev is None:
+                item = await q.get()
+                if item is None:
                     return
-                yield ServerSentEvent(id=ev[0], event=ev[2], data=ev[3])
+                yield ServerSentEvent(id=item[0], event=item[2], data=item[3])
         finally:
             hub.subs.pop(q, None)
 
@@ -99,7 +99,9 @@ async def stream(request: Request) -> Response:
 
 
 async def health(request: Request) -> Response:
-    return JSONResponse({"status": "healthy", "stream": {"active_connections": len(hub.subs)}})
+    return JSONResponse(
+        {"status": "healthy", "stream": {"active_connections": len(hub.subs)}}
+    )
 
 
 app = Starlette(
