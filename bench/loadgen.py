@@ -56,7 +56,7 @@ class Load:
     n: int
     rate: float = 0.0
     duration: float = 0.0
-    pub_conns: int = 8
+    pub_conns: int = 32
     pad: int = 0
     health_rate: float = 0.0
     never_read_pct: float = 0.0
@@ -64,7 +64,7 @@ class Load:
     stall_at: float = 1.0
     stall_for: float = 3.0
     reconnect: bool = False
-    drain: float = 5.0
+    drain: float = 30.0  # cap; ends early when complete or 2 s without progress
     connect_conc: int = 256
     wait_stdin: bool = False
 
@@ -120,35 +120,44 @@ def run(
         *load.args(),
     ]
     raise_nofile()  # inherited by the child
-    proc = subprocess.Popen(
+    with subprocess.Popen(
         cmd,
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
-    )
-    timer = threading.Timer(load.max_seconds(), proc.kill)
-    timer.start()
-    try:
-        assert proc.stdout is not None and proc.stdin is not None
-        first = proc.stdout.readline()
-        if not first:
-            raise LoadgenError(
-                f"loadgen ended early: {proc.stderr.read() if proc.stderr else ''}"
-            )
-        if on_connected is not None:
-            on_connected(json.loads(first))
-        if load.wait_stdin:
-            proc.stdin.write("go\n")
-            proc.stdin.flush()
-        last = proc.stdout.readline()
-        proc.wait(30)
-    finally:
-        timer.cancel()
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(5)
+    ) as proc:
+        timer = threading.Timer(load.max_seconds(), proc.kill)
+        timer.start()
+        try:
+            last = _converse(proc, load, on_connected)
+        finally:
+            timer.cancel()
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(5)
     if not last:
         raise LoadgenError(f"loadgen gave no result (exit {proc.returncode})")
     result: dict[str, Any] = json.loads(last)
     return result
+
+
+def _converse(
+    proc: subprocess.Popen[str],
+    load: Load,
+    on_connected: Callable[[dict[str, Any]], None] | None,
+) -> str:
+    """Read the "connected" line, let the caller look, go on, read the result."""
+    assert proc.stdout is not None and proc.stdin is not None
+    first = proc.stdout.readline()
+    if not first:
+        err = proc.stderr.read() if proc.stderr else ""
+        raise LoadgenError(f"loadgen ended early: {err[-2000:]}")
+    if on_connected is not None:
+        on_connected(json.loads(first))
+    if load.wait_stdin:
+        proc.stdin.write("go\n")
+        proc.stdin.flush()
+    last = proc.stdout.readline()
+    proc.wait(30)
+    return last

@@ -5,7 +5,6 @@ from __future__ import annotations
 import secrets
 import threading
 import time
-from dataclasses import replace
 from typing import Any, Self
 
 from bench import loadgen
@@ -132,16 +131,6 @@ def measure(target: Target, sc: Scenario) -> dict[str, Any]:
     if sc.kind == "deliver":
         raw = _drive(target, sc.load)
         return {**_common(raw), **_delivery(raw), "raw": raw}
-    if sc.kind == "slow":
-        base = _drive(target, replace(sc.load, never_read_pct=0))
-        raw = _drive(target, sc.load)
-        out = {**_common(raw), **_delivery(raw), "raw": raw, "raw_base": base}
-        out["p99_base_ms"] = base["latency_ms"]["p99"]
-        out["p99_ratio"] = raw["latency_ms"]["p99"] / max(
-            base["latency_ms"]["p99"], 1e-3
-        )
-        out["lost_base"] = base["lost"]
-        return out
     if sc.kind == "overload":
         raw = _drive(target, sc.load)
         return {

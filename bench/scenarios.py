@@ -12,7 +12,7 @@ class Scenario:
     """A named load; kind selects how it is measured (see measure.py)."""
 
     name: str
-    kind: str  # connect | deliver | slow | overload
+    kind: str  # connect | deliver | overload
     load: Load
 
     @property
@@ -47,8 +47,13 @@ def full() -> list[Scenario]:
             Load(n=1000, rate=100, duration=10, health_rate=50),
         ),
         Scenario(
+            "slow-clients-base",
+            "deliver",
+            Load(n=1000, rate=100, duration=8, pad=512, health_rate=5),
+        ),
+        Scenario(
             "slow-clients",
-            "slow",
+            "deliver",
             Load(
                 n=1000, rate=100, duration=8, pad=512, never_read_pct=5, health_rate=5
             ),
@@ -63,9 +68,9 @@ def full() -> list[Scenario]:
                 pad=1024,
                 stall_pct=5,
                 stall_at=1,
-                stall_for=4,
+                stall_for=6,
                 reconnect=True,
-                drain=8,
+                drain=30,
                 health_rate=5,
             ),
         ),
@@ -85,7 +90,7 @@ def quick() -> list[Scenario]:
             load = replace(
                 load,
                 duration=min(load.duration, 3),
-                drain=min(load.drain, 4),
+                drain=min(load.drain, 15),
                 stall_for=min(load.stall_for, 2),
             )
         out.append(replace(sc, load=load))

@@ -63,7 +63,7 @@ func parseFlags() *Config {
 	flag.IntVar(&c.MaxEvents, "max-events", 2000000, "cap on published events")
 	flag.IntVar(&c.Pad, "pad", 0, "extra bytes of padding in each event's data")
 	flag.Float64Var(&c.HealthRate, "health-rate", 0, "GET /health per second while publishing")
-	flag.DurationVar(&c.Drain, "drain", 5*time.Second, "max wait for deliveries after publishing")
+	flag.DurationVar(&c.Drain, "drain", 30*time.Second, "max wait for deliveries after publishing (ends early after 2 s without progress)")
 	flag.IntVar(&c.ConnectConc, "connect-conc", 256, "connects in flight at once")
 	flag.DurationVar(&c.ConnectTimeout, "connect-timeout", 10*time.Second, "per-connect timeout")
 	flag.BoolVar(&c.WaitStdin, "wait-stdin", false, "after connecting, wait for a stdin line before going on")

@@ -12,8 +12,8 @@ func (r *Run) result(pubSecs float64) map[string]interface{} {
 	var clientsMissing int64
 	acc := r.accepted
 	for _, s := range r.subs {
-		if s.neverRead {
-			continue
+		if s.neverRead || !s.connected {
+			continue // never-read clients are not checked; failed connects are counted apart
 		}
 		var missing int64
 		for seq := range acc {
@@ -53,6 +53,7 @@ func (r *Run) result(pubSecs float64) map[string]interface{} {
 		"published":           r.acceptedN.Load(),
 		"publish_errors":      r.publishErrors,
 		"publish_seconds":     pubSecs,
+		"drain_seconds":       r.drainSecs,
 		"publish_rate":        float64(r.acceptedN.Load()) / maxf(pubSecs, 1e-9),
 		"publish_ms":          r.PublishLatency.Summary(),
 		"deliveries":          recv,

@@ -30,6 +30,7 @@ type Run struct {
 	connectErrors  map[string]int
 	readers        sync.WaitGroup
 	startWall      time.Time
+	drainSecs      float64
 }
 
 func newRun(cfg *Config) *Run {
@@ -91,6 +92,7 @@ func (r *Run) connectAll() map[string]interface{} {
 				return
 			}
 			r.ConnectLatency.Add(time.Since(c0).Microseconds())
+			s.connected = true
 			ok.Add(1)
 			lastNs.Store(time.Now().UnixNano())
 			if s.neverRead {
@@ -133,23 +135,36 @@ func (r *Run) publishAndDrain() float64 {
 	readers := int64(0)
 	stallers := int64(0)
 	for _, s := range r.subs {
-		if s.staller {
+		if !s.connected {
+			continue
+		} else if s.staller {
 			stallers++
 		} else if !s.neverRead {
 			readers++
 		}
 	}
+	// Drain: until every reader has every accepted event, or deliveries
+	// stop progressing for 2 s (plus any stall), or Cfg.Drain passes.
 	deadline := time.Now().Add(r.Cfg.Drain)
+	idle := 2 * time.Second
 	if r.Cfg.StallPct > 0 {
-		deadline = deadline.Add(r.Cfg.StallFor)
+		idle += r.Cfg.StallFor
 	}
+	last, lastChange := int64(-1), time.Now()
 	for time.Now().Before(deadline) {
 		want := r.acceptedN.Load()
-		if r.delivered.Load() >= want*readers && r.stallDelivered.Load() >= want*stallers {
+		got, gotStall := r.delivered.Load(), r.stallDelivered.Load()
+		if got >= want*readers && gotStall >= want*stallers {
+			break
+		}
+		if got+gotStall != last {
+			last, lastChange = got+gotStall, time.Now()
+		} else if time.Since(lastChange) > idle {
 			break
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+	r.drainSecs = time.Since(t0).Seconds() - pubSecs
 	close(stop)
 	hw.Wait()
 	return pubSecs

@@ -22,6 +22,7 @@ type Sub struct {
 	idx        int
 	neverRead  bool // connect, then never read a byte of the body
 	staller    bool // stops reading for a while once publishing starts
+	connected  bool // its first connect succeeded (else it counts as a connect failure)
 	mu         sync.Mutex
 	conn       net.Conn
 	seen       []uint64 // bitset of received seq numbers
@@ -30,7 +31,8 @@ type Sub struct {
 	dups       int64
 	ooo        int64
 	lastID     string
-	ends       int64 // stream ended by the server while running
+	lastKey    []int64 // numbers in the last event id, for the order check
+	ends       int64   // stream ended by the server while running
 	reconnects int64
 	reconnFail int64
 }
@@ -115,13 +117,47 @@ func (s *Sub) mark(seq int64) bool {
 		return false
 	}
 	s.seen[w] |= bit
-	if seq < s.maxSeq {
-		s.ooo++
-	} else {
+	if seq > s.maxSeq {
 		s.maxSeq = seq
 	}
 	s.recv++
 	return true
+}
+
+// idKey extracts the integers of an event id ("1732800000123-17",
+// nchan's "1732800000:3") so that ids can be compared in order.
+func idKey(id string, buf []int64) []int64 {
+	buf = buf[:0]
+	var cur int64
+	in := false
+	for i := 0; i < len(id); i++ {
+		c := id[i]
+		if c >= '0' && c <= '9' {
+			cur = cur*10 + int64(c-'0')
+			in = true
+		} else if in {
+			buf = append(buf, cur)
+			cur, in = 0, false
+		}
+	}
+	if in {
+		buf = append(buf, cur)
+	}
+	return buf
+}
+
+// checkOrder counts an event whose server id is lower than the previous one.
+func (s *Sub) checkOrder(id string) {
+	key := idKey(id, nil)
+	for i := 0; i < len(key) && i < len(s.lastKey); i++ {
+		if key[i] != s.lastKey[i] {
+			if key[i] < s.lastKey[i] {
+				s.ooo++
+			}
+			break
+		}
+	}
+	s.lastKey = key
 }
 
 func (s *Sub) has(seq int64) bool {
@@ -179,6 +215,9 @@ func (s *Sub) read(r *Run, body io.Reader) error {
 				if seq, t, ok := parseData(data); ok {
 					now := float64(time.Now().UnixNano()) / 1e9
 					if s.mark(seq) {
+						if curID != "" {
+							s.checkOrder(curID)
+						}
 						hist.Add(int64((now - t) * 1e6))
 						if !s.staller {
 							r.delivered.Add(1)
