@@ -31,11 +31,20 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
         "--app-dir", type=Path, default=ROOT, help="where Jobstream's app.py is"
     )
     p.add_argument("--out", type=Path, default=None, help="JSON-lines results file")
+    p.add_argument(
+        "--report",
+        type=Path,
+        default=None,
+        help="only print the table of a results file",
+    )
     return p.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
+    if args.report is not None:
+        print(reprint(args.report))
+        return 0
     raise_nofile()
     loadgen.build()
     chosen = (scenarios.quick if args.quick else scenarios.full)()
@@ -80,3 +89,18 @@ def main(argv: list[str] | None = None) -> int:
     print(report.table(med, ran or targets, [s.name for s in chosen]))
     print(f"\nresults: {out_path}")
     return 0
+
+
+def reprint(path: Path) -> str:
+    """The table of an earlier run's JSON-lines file."""
+    records = [
+        json.loads(line) for line in path.read_text().splitlines() if line.strip()
+    ]
+    records = [r for r in records if "round" in r]
+    targets = [
+        t
+        for t in ALL_TARGETS
+        if any(r["target"] == t and "error" not in r for r in records)
+    ]
+    names = list(dict.fromkeys(r["scenario"] for r in records))
+    return report.table(report.medians(records), targets, names)

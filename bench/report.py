@@ -49,6 +49,8 @@ SHOWN: dict[str, list[str]] = {
         "lost",
         "duplicates",
         "out_of_order",
+        "stream_ends",
+        "health_p99_ms",
         "server_cpu_pct",
         "loadgen_cpu_pct",
     ],

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -43,6 +44,7 @@ def run_one(
         "n": sc.load.n,
         "rate": sc.load.rate,
         "duration": sc.load.duration,
+        "loadavg_1m": os.getloadavg()[0],  # other work on the same 2 cores
     }
     t0 = time.monotonic()
     try:
