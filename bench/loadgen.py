@@ -63,7 +63,7 @@ class Load:
     stall_pct: float = 0.0
     stall_at: float = 1.0
     stall_for: float = 3.0
-    reconnect: bool = False
+    reconnect: bool = True  # like EventSource: resume with Last-Event-ID
     drain: float = 30.0  # cap; ends early when complete or 2 s without progress
     connect_conc: int = 256
     wait_stdin: bool = False
@@ -90,7 +90,7 @@ class Load:
 
     def max_seconds(self) -> float:
         """Hard cap on the run's wall time before it is killed."""
-        return 60 + self.n / 200 + self.duration + self.drain + self.stall_for
+        return 90 + self.n / 50 + self.duration + self.drain + self.stall_for
 
 
 def run(

@@ -84,14 +84,23 @@ def _proc(port: int, path: str, n: int, seconds: float, ready: Any, out: Any) ->
     asyncio.run(main())
 
 
-async def _publisher(port: int, path: str, seconds: float, conns: int) -> int:
+async def _publisher(
+    port: int, path: str, seconds: float, conns: int, rate: float
+) -> int:
     sent = 0
 
     async def one() -> None:
         nonlocal sent
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
-        deadline = time.monotonic() + seconds
+        start = time.monotonic()
+        deadline = start + seconds
+        k = 0
         while time.monotonic() < deadline:
+            if rate > 0:  # each of the conns publishes rate/conns per second
+                k += 1
+                await asyncio.sleep(
+                    max(0.0, start + k * conns / rate - time.monotonic())
+                )
             body = json.dumps({"seq": sent, "t": time.time()}).encode()
             writer.write(
                 f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: {len(body)}\r\n\r\n".encode()
@@ -119,6 +128,9 @@ def main() -> None:
     p.add_argument("--procs", type=int, default=2)
     p.add_argument("--n", type=int, default=1000)
     p.add_argument("--seconds", type=float, default=5)
+    p.add_argument(
+        "--rate", type=float, default=0, help="events/s (0 = as fast as accepted)"
+    )
     a = p.parse_args()
     raise_nofile()
     with servers.nchan() as target:
@@ -135,7 +147,7 @@ def main() -> None:
             pr.start()
         for _ in procs:
             ready.get(timeout=60)
-        sent = asyncio.run(_publisher(target.port, "/pub/py", a.seconds, 8))
+        sent = asyncio.run(_publisher(target.port, "/pub/py", a.seconds, 8, a.rate))
         res = [out.get(timeout=60) for _ in procs]
         for pr in procs:
             pr.join(10)
@@ -150,6 +162,7 @@ def main() -> None:
                 "procs": a.procs,
                 "n": a.n,
                 "published": sent,
+                "rate": a.rate,
                 "deliveries_per_s": total / secs,
                 "p99_ms_sampled": p99,
             }

@@ -69,7 +69,6 @@ def full() -> list[Scenario]:
                 stall_pct=5,
                 stall_at=1,
                 stall_for=6,
-                reconnect=True,
                 drain=30,
                 health_rate=5,
             ),

@@ -37,7 +37,11 @@ func (r *Run) publishOne(c *http.Client, seq int64) {
 	resp, err := c.Post(r.Cfg.BaseURL+r.Cfg.PublishPath, "application/json", bytes.NewReader(b))
 	r.PublishLatency.Add(time.Since(t0).Microseconds())
 	if err != nil {
-		r.pubErr("error")
+		kind := "error"
+		if ne, ok := err.(interface{ Timeout() bool }); ok && ne.Timeout() {
+			kind = "timeout"
+		}
+		r.pubErr(kind)
 		return
 	}
 	_, _ = io.Copy(io.Discard, resp.Body)
