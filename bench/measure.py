@@ -110,6 +110,8 @@ def _delivery(raw: dict[str, Any]) -> dict[str, Any]:
         "health_max_ms": health["max"],
         "health_errors": raw["health_errors"],
         "stream_ends": raw["stream_ends"],
+        "reconnects": raw["reconnects"],
+        "reset_events": raw.get("reset_events", 0),
     }
 
 

@@ -66,6 +66,7 @@ func (r *Run) result(pubSecs float64) map[string]interface{} {
 		"latency_ms":          r.Latency.Summary(),
 		"stall_latency_ms":    r.StallLatency.Summary(),
 		"stream_ends":         ends,
+		"reset_events":        r.resets.Load(),
 		"reconnects":          reconn,
 		"reconnect_failures":  reconnFail,
 		"health_ms":           r.HealthLatency.Summary(),

@@ -25,6 +25,7 @@ type Run struct {
 	pubStart       atomic.Int64
 	stopping       atomic.Bool
 	healthErrors   atomic.Int64
+	resets         atomic.Int64
 	errMu          sync.Mutex
 	publishErrors  map[string]int
 	connectErrors  map[string]int

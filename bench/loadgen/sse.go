@@ -191,7 +191,7 @@ func parseData(b []byte) (int64, float64, bool) {
 // read consumes one stream until it ends; returns the read error.
 func (s *Sub) read(r *Run, body io.Reader) error {
 	br := bufio.NewReaderSize(body, 16384)
-	var curID string
+	var curID, curEvent string
 	var data []byte
 	hist := r.Latency
 	if s.staller {
@@ -211,6 +211,10 @@ func (s *Sub) read(r *Run, body io.Reader) error {
 		line = bytes.TrimRight(line, "\r\n")
 		switch {
 		case len(line) == 0:
+			if curEvent == "reset" { // server-declared gap: events were dropped
+				r.resets.Add(1)
+			}
+			curEvent = ""
 			if data != nil {
 				if seq, t, ok := parseData(data); ok {
 					now := float64(time.Now().UnixNano()) / 1e9
@@ -233,6 +237,8 @@ func (s *Sub) read(r *Run, body io.Reader) error {
 			}
 			data = nil
 		case line[0] == ':':
+		case bytes.HasPrefix(line, []byte("event:")):
+			curEvent = strings.TrimSpace(string(line[6:]))
 		case bytes.HasPrefix(line, []byte("id:")):
 			curID = strings.TrimSpace(string(line[3:]))
 		case bytes.HasPrefix(line, []byte("data:")):
