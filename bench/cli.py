@@ -1,0 +1,106 @@
+"""Command line: python -m bench [--quick] [--rounds N] [--targets ...]."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from bench import loadgen, report, scenarios, suite
+from bench.procs import raise_nofile
+
+ROOT = Path(__file__).resolve().parent.parent
+ALL_TARGETS = ["jobstream", "jobstream-2w", "sse-starlette", "nchan"]
+
+
+def parse(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    p.add_argument("--quick", action="store_true", help="smaller, shorter scenarios")
+    p.add_argument("--rounds", type=int, default=3, help="rounds per scenario (median)")
+    p.add_argument(
+        "--targets",
+        default=",".join(ALL_TARGETS),
+        help=f"comma list from {ALL_TARGETS}",
+    )
+    p.add_argument(
+        "--scenarios", default="", help="comma list of scenario names (default all)"
+    )
+    p.add_argument(
+        "--app-dir", type=Path, default=ROOT, help="where Jobstream's app.py is"
+    )
+    p.add_argument("--out", type=Path, default=None, help="JSON-lines results file")
+    p.add_argument(
+        "--report",
+        type=Path,
+        default=None,
+        help="only print the table of a results file",
+    )
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse(argv)
+    if args.report is not None:
+        print(reprint(args.report))
+        return 0
+    raise_nofile()
+    loadgen.build()
+    chosen = (scenarios.quick if args.quick else scenarios.full)()
+    if args.scenarios:
+        wanted = set(args.scenarios.split(","))
+        chosen = [s for s in chosen if s.name in wanted]
+    targets = [t for t in args.targets.split(",") if t]
+    unknown = set(targets) - set(ALL_TARGETS)
+    if unknown:
+        raise SystemExit(f"unknown targets: {sorted(unknown)}")
+    out_path = args.out or ROOT / "bench" / "results" / time.strftime(
+        "run-%Y%m%d-%H%M%S.jsonl"
+    )
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    records: list[dict[str, Any]] = []
+    with open(out_path, "w") as out:
+        out.write(
+            json.dumps(
+                {
+                    "meta": {
+                        "argv": vars(args),
+                        "targets": targets,
+                        "scenarios": [s.name for s in chosen],
+                        "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
+                    }
+                },
+                default=str,
+            )
+            + "\n"
+        )
+        records.extend(suite.rounds(targets, chosen, args.rounds, args.app_dir, out))
+        med = report.medians(records)
+        out.writelines(
+            json.dumps({"summary": True, "target": target, "scenario": sc, **m}) + "\n"
+            for (target, sc), m in sorted(med.items())
+        )
+    ran = [
+        t
+        for t in targets
+        if any(r["target"] == t and "error" not in r for r in records)
+    ]
+    print(report.table(med, ran or targets, [s.name for s in chosen]))
+    print(f"\nresults: {out_path}")
+    return 0
+
+
+def reprint(path: Path) -> str:
+    """The table of an earlier run's JSON-lines file."""
+    records = [
+        json.loads(line) for line in path.read_text().splitlines() if line.strip()
+    ]
+    records = [r for r in records if "round" in r]
+    targets = [
+        t
+        for t in ALL_TARGETS
+        if any(r["target"] == t and "error" not in r for r in records)
+    ]
+    names = list(dict.fromkeys(r["scenario"] for r in records))
+    return report.table(report.medians(records), targets, names)

@@ -1,0 +1,3 @@
+module jobstream/bench/loadgen
+
+go 1.19

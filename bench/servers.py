@@ -1,0 +1,208 @@
+"""Start and stop the servers under test: Jobstream and its peers.
+
+Every server binds 127.0.0.1 on a free port, gets a raised fd limit, is
+polled on its health URL until ready, and is stopped with SIGTERM.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from bench.procs import free_port, raise_nofile, wait_http_ok
+
+PEERS = Path(__file__).resolve().parent / "peers"
+NCHAN_MODULE = Path("/usr/lib/nginx/modules/ngx_nchan_module.so")
+
+
+class ServerError(RuntimeError):
+    """The server could not be started (missing binary, not ready, ...)."""
+
+
+@dataclass
+class Target:
+    """A running server and how the load generator talks to it."""
+
+    name: str
+    port: int
+    pid: int
+    stream_path: str  # "{topic}" is replaced by the run's topic
+    publish_path: str
+    style: str  # publish body: "jobstream" envelope or "raw" data
+    health_path: str = "/health"
+    log: Path | None = None
+    extra: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+
+def _start(
+    cmd: list[str], cwd: Path, env: dict[str, str], log: Path
+) -> subprocess.Popen[bytes]:
+    """Start cmd in its own session; it inherits our raised fd limit."""
+    raise_nofile()
+    with open(log, "wb") as fh:
+        return subprocess.Popen(
+            cmd,
+            cwd=cwd,
+            env=env,
+            stdout=fh,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+
+def _stop(proc: subprocess.Popen[bytes], timeout: float = 15.0) -> None:
+    if proc.poll() is not None:
+        return
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(5)
+
+
+def _ready(
+    proc: subprocess.Popen[bytes], url: str, log: Path, timeout: float = 30.0
+) -> None:
+    if not wait_http_ok(url, timeout, alive=lambda: proc.poll() is None):
+        _stop(proc)
+        tail = log.read_text(errors="replace")[-1500:] if log.exists() else ""
+        raise ServerError(f"not ready at {url} (exit {proc.poll()}):\n{tail}")
+
+
+@contextmanager
+def jobstream(app_dir: Path, max_conns: int, workers: int = 1) -> Iterator[Target]:
+    """gunicorn + gevent Jobstream from app_dir; workers > 1 adds a Redis."""
+    if not (app_dir / "app.py").exists():
+        raise ServerError(f"no app.py in {app_dir}")
+    tmp = Path(tempfile.mkdtemp(prefix="bench-js-"))
+    port = free_port()
+    env = dict(
+        os.environ,
+        PORT=str(port),
+        STREAM_MAX_CONNECTIONS=str(max_conns),
+        JOBS_DB=str(tmp / "jobs.db"),
+        WEB_CONCURRENCY=str(workers),
+    )
+    redis: subprocess.Popen[bytes] | None = None
+    try:
+        if workers > 1:
+            if shutil.which("redis-server") is None:
+                raise ServerError("redis-server not installed")
+            rport = free_port()
+            redis = _start(
+                [
+                    "redis-server",
+                    "--bind",
+                    "127.0.0.1",
+                    "--port",
+                    str(rport),
+                    "--save",
+                    "",
+                    "--appendonly",
+                    "no",
+                ],
+                tmp,
+                dict(os.environ),
+                tmp / "redis.log",
+            )
+            env["REDIS_URL"] = f"redis://127.0.0.1:{rport}/0"
+        cmd = [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "app:app"]
+        log = tmp / "server.log"
+        proc = _start(cmd, app_dir, env, log)
+        _ready(proc, f"http://127.0.0.1:{port}/health", log)
+        name = "jobstream" if workers == 1 else f"jobstream-{workers}w"
+        try:
+            yield Target(
+                name,
+                port,
+                proc.pid,
+                "/stream?topic={topic}",
+                "/events",
+                "jobstream",
+                log=log,
+            )
+        finally:
+            _stop(proc)
+    finally:
+        if redis is not None:
+            _stop(redis)
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+@contextmanager
+def starlette() -> Iterator[Target]:
+    """The sse-starlette peer (bench/peers/starlette_app.py) on uvicorn."""
+    tmp = Path(tempfile.mkdtemp(prefix="bench-st-"))
+    port = free_port()
+    cmd = [
+        sys.executable,
+        "-m",
+        "uvicorn",
+        "bench.peers.starlette_app:app",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--log-level",
+        "warning",
+        "--no-access-log",
+        "--backlog",
+        "4096",
+        "--loop",
+        "auto",
+        "--http",
+        "auto",
+    ]
+    log = tmp / "server.log"
+    proc = _start(cmd, PEERS.parent.parent, dict(os.environ), log)
+    try:
+        _ready(proc, f"http://127.0.0.1:{port}/health", log)
+        yield Target(
+            "sse-starlette",
+            port,
+            proc.pid,
+            "/stream?topic={topic}",
+            "/events",
+            "jobstream",
+            log=log,
+        )
+    finally:
+        _stop(proc)
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+@contextmanager
+def nchan() -> Iterator[Target]:
+    """nginx + nchan from bench/peers/nchan.conf with a temp prefix dir."""
+    nginx = shutil.which("nginx") or "/usr/sbin/nginx"
+    if not Path(nginx).exists() or not NCHAN_MODULE.exists():
+        raise ServerError("nginx or libnginx-mod-nchan not installed")
+    tmp = Path(tempfile.mkdtemp(prefix="bench-nchan-"))
+    port = free_port()
+    conf = (PEERS / "nchan.conf").read_text()
+    conf = conf.replace("{{PREFIX}}", str(tmp)).replace("{{PORT}}", str(port))
+    (tmp / "nginx.conf").write_text(conf)
+    log = tmp / "server.log"
+    cmd = [nginx, "-p", str(tmp), "-c", str(tmp / "nginx.conf"), "-g", "daemon off;"]
+    proc = _start(cmd, tmp, dict(os.environ), log)
+    try:
+        _ready(proc, f"http://127.0.0.1:{port}/health", log)
+        yield Target(
+            "nchan", port, proc.pid, "/sub/{topic}", "/pub/{topic}", "raw", log=log
+        )
+    finally:
+        _stop(proc)
+        shutil.rmtree(tmp, ignore_errors=True)
