@@ -150,15 +150,18 @@ def test_evicted_slow_consumer_reconnects_and_ends_with_every_event(start_server
 
 @pytest.mark.timeout(60)
 def test_gap_from_a_full_buffer_heals_without_reconnecting(start_server: StartServer) -> None:
-    # A tiny buffer and a burst: puts fail, the generator replays the gap.
+    # A tiny buffer, and a reader that pauses during a burst bigger than the
+    # kernel's socket buffers: puts fail, and the generator replays the gap.
     server = start_server({"STREAM_CLIENT_BUFFER": "2", "STREAM_SEND_TIMEOUT": "30"})
     client = SSEClient(server.port, params=[("topic", "burst")], timeout=30).connect(recv_buffer=8192)
-    client.read_headers()
-    publisher = Publisher(server, "burst", rate=5000, limit=400, size=2048)
-    publisher.start()
-    publisher.join(60)
-    assert server.health()["stream"]["dropped"] > 0  # the buffer did overflow
-    client.wait(lambda c: len(numbers(c.events)) >= 400, timeout=30)
-    assert numbers(client.events) == list(range(400))
-    assert server.health()["stream"]["evicted"] == 0
-    client.close()
+    try:
+        client.read_headers()
+        publisher = Publisher(server, "burst", rate=5000, limit=400, size=32768)
+        publisher.start()
+        publisher.join(60)
+        assert server.health()["stream"]["dropped"] > 0  # the buffer did overflow
+        client.wait(lambda c: len(numbers(c.events)) >= 400, timeout=30)
+        assert numbers(client.events) == list(range(400))
+        assert server.health()["stream"]["evicted"] == 0
+    finally:
+        client.close()
