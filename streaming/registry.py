@@ -67,6 +67,8 @@ class Client:
     close_retry_ms: int | None = None
     # The raw socket, so a stuck write can be cut off (gunicorn.socket).
     sock: Any = None
+    # Stops the hang-up watch (streaming.hangup) when the stream ends.
+    unwatch: Callable[[], None] | None = None
 
     def close(self, reason: str, retry_ms: int | None = None) -> None:
         if self.closing is not None:

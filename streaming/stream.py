@@ -30,6 +30,7 @@ KEEPALIVE = encode_comment("keepalive") + b"\n"
 UNAVAILABLE = "unavailable"  # a close reason: the broker could not serve replay or snapshot
 # A full queue is drained into one write; more would only delay the first.
 MAX_BATCH = 256
+MAX_WRITE_BYTES = 64 * 1024
 
 Snapshot = Callable[[Client], Any]
 
@@ -79,9 +80,10 @@ def open_stream(
         elif options.wants_snapshot:
             heal_from = broker.last_key
             opening.append(_snapshot(client, broker, options))
-        yield b"".join(opening)
+        for piece in _pieces(opening):
+            yield piece
+            client.last_write = options.clock()
         client.events_sent += sent
-        client.last_write = options.clock()
 
         get, get_nowait = client.queue.get, client.queue.get_nowait
         while client.closing is None:
@@ -120,10 +122,10 @@ def open_stream(
                 chunks.append(item.wire)
                 last_key = item.key
                 count += 1
-            if chunks:
-                yield b"".join(chunks) if len(chunks) > 1 else chunks[0]
-                client.events_sent += count
+            for piece in _pieces(chunks):
+                yield piece
                 client.last_write = options.clock()
+            client.events_sent += count
         reason = client.closing
         if reason == SHUTDOWN:
             yield _farewell(client)
@@ -137,6 +139,8 @@ def open_stream(
         reason = client.closing or CLIENT
         raise
     finally:
+        if client.unwatch is not None:
+            client.unwatch()
         registry.remove(client.queue, reason)
         if reason not in (CLIENT, EVICTED, STALE) and client.sock is not None:
             # The server ended this stream: refuse a follow-up request on the
@@ -145,6 +149,28 @@ def open_stream(
                 client.sock.shutdown(socket.SHUT_RD)
             except OSError:
                 pass  # the peer already closed
+
+
+def _pieces(chunks: list[bytes]) -> Iterator[bytes]:
+    """Join chunks into writes of at most ``MAX_WRITE_BYTES``.
+
+    One write per wake-up is what makes a busy stream cheap, but a replay of
+    the whole history joined at once would hold megabytes per client while
+    a slow socket drains it; a few pieces keep memory bounded.
+    """
+    if len(chunks) == 1:
+        yield chunks[0]
+        return
+    piece: list[bytes] = []
+    size = 0
+    for chunk in chunks:
+        if piece and size + len(chunk) > MAX_WRITE_BYTES:
+            yield b"".join(piece)
+            piece, size = [], 0
+        piece.append(chunk)
+        size += len(chunk)
+    if piece:
+        yield b"".join(piece) if len(piece) > 1 else piece[0]
 
 
 def _notify(hook: Callable[[str], None] | None, label: str) -> None:

@@ -25,9 +25,7 @@ from bench.servers import Target
 
 ROOT = Path(__file__).resolve().parents[1]
 
-pytestmark = pytest.mark.skipif(
-    shutil.which("go") is None, reason="needs golang-go to build bench/loadgen"
-)
+pytestmark = pytest.mark.skipif(shutil.which("go") is None, reason="needs golang-go to build bench/loadgen")
 
 
 @pytest.fixture
@@ -48,13 +46,9 @@ def jobstream(tmp_path: Path) -> Iterator[Target]:
             stderr=subprocess.STDOUT,
         )
     try:
-        ready = wait_http_ok(
-            f"http://127.0.0.1:{port}/health", 20, alive=lambda: proc.poll() is None
-        )
+        ready = wait_http_ok(f"http://127.0.0.1:{port}/health", 20, alive=lambda: proc.poll() is None)
         assert ready, (tmp_path / "server.log").read_text(errors="replace")[-2000:]
-        yield Target(
-            "jobstream", port, proc.pid, "/stream?topic={topic}", "/events", "jobstream"
-        )
+        yield Target("jobstream", port, proc.pid, "/stream?topic={topic}", "/events", "jobstream")
     finally:
         proc.send_signal(signal.SIGTERM)
         try:

@@ -114,6 +114,26 @@ def test_disconnected_clients_leave_within_one_keepalive(start_server: StartServ
 
 
 @pytest.mark.timeout(30)
+def test_a_closed_tab_frees_its_slot_at_once_not_at_the_next_keepalive(start_server: StartServer) -> None:
+    # With a 60 s keep-alive, only the hang-up watch can notice within a second.
+    server = start_server({"STREAM_KEEPALIVE_INTERVAL": "60", "STREAM_MAX_CONNECTIONS": "4"})
+    clients = [SSEClient(server.port, params=[("topic", "tabs")]).open() for _ in range(4)]
+    server.wait_for(lambda: server.health()["stream"]["active_connections"] == 4)
+    started = time.monotonic()
+    clients[0].close()
+    clients[1].abort()
+    server.wait_for(lambda: server.health()["stream"]["active_connections"] == 2, timeout=5)
+    assert time.monotonic() - started < 1.5
+    # The freed slots are usable right away, and the others still get events.
+    again = [SSEClient(server.port, params=[("topic", "tabs")]).open() for _ in range(2)]
+    assert [c.status for c in again] == [200, 200]
+    event_id = server.publish("tabs", "still here")
+    for c in (*clients[2:], *again):
+        assert c.wait_events(1)[0].id == event_id
+        c.close()
+
+
+@pytest.mark.timeout(30)
 def test_idle_stream_gets_keepalive_comments(start_server: StartServer) -> None:
     server = start_server({"STREAM_KEEPALIVE_INTERVAL": "0.3"})
     with SSEClient(server.port, params=[("topic", "idle")]).open() as c:
