@@ -24,12 +24,8 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
         default=",".join(ALL_TARGETS),
         help=f"comma list from {ALL_TARGETS}",
     )
-    p.add_argument(
-        "--scenarios", default="", help="comma list of scenario names (default all)"
-    )
-    p.add_argument(
-        "--app-dir", type=Path, default=ROOT, help="where Jobstream's app.py is"
-    )
+    p.add_argument("--scenarios", default="", help="comma list of scenario names (default all)")
+    p.add_argument("--app-dir", type=Path, default=ROOT, help="where Jobstream's app.py is")
     p.add_argument("--out", type=Path, default=None, help="JSON-lines results file")
     p.add_argument(
         "--report",
@@ -55,9 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     unknown = set(targets) - set(ALL_TARGETS)
     if unknown:
         raise SystemExit(f"unknown targets: {sorted(unknown)}")
-    out_path = args.out or ROOT / "bench" / "results" / time.strftime(
-        "run-%Y%m%d-%H%M%S.jsonl"
-    )
+    out_path = args.out or ROOT / "bench" / "results" / time.strftime("run-%Y%m%d-%H%M%S.jsonl")
     out_path.parent.mkdir(parents=True, exist_ok=True)
     records: list[dict[str, Any]] = []
     with open(out_path, "w") as out:
@@ -81,11 +75,7 @@ def main(argv: list[str] | None = None) -> int:
             json.dumps({"summary": True, "target": target, "scenario": sc, **m}) + "\n"
             for (target, sc), m in sorted(med.items())
         )
-    ran = [
-        t
-        for t in targets
-        if any(r["target"] == t and "error" not in r for r in records)
-    ]
+    ran = [t for t in targets if any(r["target"] == t and "error" not in r for r in records)]
     print(report.table(med, ran or targets, [s.name for s in chosen]))
     print(f"\nresults: {out_path}")
     return 0
@@ -93,14 +83,8 @@ def main(argv: list[str] | None = None) -> int:
 
 def reprint(path: Path) -> str:
     """The table of an earlier run's JSON-lines file."""
-    records = [
-        json.loads(line) for line in path.read_text().splitlines() if line.strip()
-    ]
+    records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
     records = [r for r in records if "round" in r]
-    targets = [
-        t
-        for t in ALL_TARGETS
-        if any(r["target"] == t and "error" not in r for r in records)
-    ]
+    targets = [t for t in ALL_TARGETS if any(r["target"] == t and "error" not in r for r in records)]
     names = list(dict.fromkeys(r["scenario"] for r in records))
     return report.table(report.medians(records), targets, names)

@@ -26,9 +26,7 @@ class LoadgenError(RuntimeError):
 def build() -> Path:
     """Compile the load generator if a source file is newer than the binary."""
     sources = [*SRC.glob("*.go"), SRC / "go.mod"]
-    if BINARY.exists() and BINARY.stat().st_mtime >= max(
-        p.stat().st_mtime for p in sources
-    ):
+    if BINARY.exists() and BINARY.stat().st_mtime >= max(p.stat().st_mtime for p in sources):
         return BINARY
     go = shutil.which("go")
     if go is None:

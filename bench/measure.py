@@ -47,9 +47,7 @@ def _drive(target: Target, load: Load) -> dict[str, Any]:
         at_connect["rss"] = rss_bytes(target.pid)
         if target.name.startswith("jobstream"):
             try:
-                stream_info = http_json(target.base_url + target.health_path).get(
-                    "stream"
-                )
+                stream_info = http_json(target.base_url + target.health_path).get("stream")
                 if isinstance(stream_info, dict):
                     at_connect["active"] = stream_info.get("active_connections")
             except OSError as exc:

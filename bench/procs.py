@@ -87,9 +87,7 @@ def cpu_seconds(pid: int) -> float:
     return total / _TICK
 
 
-def wait_http_ok(
-    url: str, timeout: float, alive: Callable[[], bool] | None = None
-) -> bool:
+def wait_http_ok(url: str, timeout: float, alive: Callable[[], bool] | None = None) -> bool:
     """Poll url until it answers 200, the deadline passes, or alive() is False."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

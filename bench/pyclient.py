@@ -19,13 +19,9 @@ from bench import servers
 from bench.procs import raise_nofile
 
 
-async def _subscriber(
-    port: int, path: str, counts: list[int], lat: list[float], stop: asyncio.Event
-) -> None:
+async def _subscriber(port: int, path: str, counts: list[int], lat: list[float], stop: asyncio.Event) -> None:
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    writer.write(
-        f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: text/event-stream\r\n\r\n".encode()
-    )
+    writer.write(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: text/event-stream\r\n\r\n".encode())
     head = await reader.readuntil(b"\r\n\r\n")
     chunked = b"chunked" in head.lower()
     buf = b""
@@ -41,9 +37,7 @@ async def _subscriber(
             if line.startswith(b"data:"):
                 d = json.loads(line[5:])
                 counts[0] += 1
-                if (
-                    counts[0] % 50 == 0
-                ):  # sample latency: parsing every event costs too much
+                if counts[0] % 50 == 0:  # sample latency: parsing every event costs too much
                     lat.append(time.time() - d["t"])
     writer.close()
 
@@ -61,10 +55,7 @@ def _proc(port: int, path: str, n: int, seconds: float, ready: Any, out: Any) ->
         counts: list[int] = [0]
         lat: list[float] = []
         stop = asyncio.Event()
-        tasks = [
-            asyncio.create_task(_subscriber(port, path, counts, lat, stop))
-            for _ in range(n)
-        ]
+        tasks = [asyncio.create_task(_subscriber(port, path, counts, lat, stop)) for _ in range(n)]
         await asyncio.sleep(1.0)
         ready.put(1)
         t0, c0 = time.monotonic(), counts[0]
@@ -84,9 +75,7 @@ def _proc(port: int, path: str, n: int, seconds: float, ready: Any, out: Any) ->
     asyncio.run(main())
 
 
-async def _publisher(
-    port: int, path: str, seconds: float, conns: int, rate: float
-) -> int:
+async def _publisher(port: int, path: str, seconds: float, conns: int, rate: float) -> int:
     sent = 0
 
     async def one() -> None:
@@ -98,21 +87,14 @@ async def _publisher(
         while time.monotonic() < deadline:
             if rate > 0:  # each of the conns publishes rate/conns per second
                 k += 1
-                await asyncio.sleep(
-                    max(0.0, start + k * conns / rate - time.monotonic())
-                )
+                await asyncio.sleep(max(0.0, start + k * conns / rate - time.monotonic()))
             body = json.dumps({"seq": sent, "t": time.time()}).encode()
             writer.write(
-                f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: {len(body)}\r\n\r\n".encode()
-                + body
+                f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: {len(body)}\r\n\r\n".encode() + body
             )
             head = await reader.readuntil(b"\r\n\r\n")
             length = next(
-                (
-                    int(h.split(b":")[1])
-                    for h in head.split(b"\r\n")
-                    if h.lower().startswith(b"content-length")
-                ),
+                (int(h.split(b":")[1]) for h in head.split(b"\r\n") if h.lower().startswith(b"content-length")),
                 0,
             )
             await reader.readexactly(length)
@@ -128,9 +110,7 @@ def main() -> None:
     p.add_argument("--procs", type=int, default=2)
     p.add_argument("--n", type=int, default=1000)
     p.add_argument("--seconds", type=float, default=5)
-    p.add_argument(
-        "--rate", type=float, default=0, help="events/s (0 = as fast as accepted)"
-    )
+    p.add_argument("--rate", type=float, default=0, help="events/s (0 = as fast as accepted)")
     a = p.parse_args()
     raise_nofile()
     with servers.nchan() as target:
@@ -138,10 +118,7 @@ def main() -> None:
         out: mp.Queue[dict[str, Any]] = mp.Queue()
         per = a.n // a.procs
         procs = [
-            mp.Process(
-                target=_proc, args=(target.port, "/sub/py", per, a.seconds, ready, out)
-            )
-            for _ in range(a.procs)
+            mp.Process(target=_proc, args=(target.port, "/sub/py", per, a.seconds, ready, out)) for _ in range(a.procs)
         ]
         for pr in procs:
             pr.start()

@@ -91,9 +91,7 @@ def shown(scenario: str) -> list[str]:
 
 def medians(records: list[dict[str, Any]]) -> dict[tuple[str, str], dict[str, Any]]:
     """(target, scenario) -> {metric: median over rounds, 'rounds': k}."""
-    acc: dict[tuple[str, str], dict[str, list[float]]] = defaultdict(
-        lambda: defaultdict(list)
-    )
+    acc: dict[tuple[str, str], dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
     errors: dict[tuple[str, str], str] = {}
     for rec in records:
         key = (rec["target"], rec["scenario"])
@@ -131,9 +129,7 @@ def _fmt(v: Any) -> str:
     return f"{v:.2f}"
 
 
-def table(
-    med: dict[tuple[str, str], dict[str, Any]], targets: list[str], scenarios: list[str]
-) -> str:
+def table(med: dict[tuple[str, str], dict[str, Any]], targets: list[str], scenarios: list[str]) -> str:
     """A Markdown table: one row per (scenario, metric), ratios to peers."""
     ours = [t for t in targets if t not in PEERS]
     peers = [t for t in targets if t in PEERS]

@@ -32,9 +32,7 @@ def _fanout(n: int, rate: float, dur: float) -> Scenario:
 def full() -> list[Scenario]:
     """The default suite (about 2-3 minutes per server on 2 cores)."""
     return [
-        Scenario(
-            "connect", "connect", Load(n=10_000, wait_stdin=True, connect_conc=256)
-        ),
+        Scenario("connect", "connect", Load(n=10_000, wait_stdin=True, connect_conc=256)),
         _fanout(1000, 10, 5),
         _fanout(1000, 100, 5),
         _fanout(5000, 10, 5),
@@ -54,9 +52,7 @@ def full() -> list[Scenario]:
         Scenario(
             "slow-clients",
             "deliver",
-            Load(
-                n=1000, rate=100, duration=8, pad=512, never_read_pct=5, health_rate=5
-            ),
+            Load(n=1000, rate=100, duration=8, pad=512, never_read_pct=5, health_rate=5),
         ),
         Scenario(
             "overload",

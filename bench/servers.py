@@ -46,9 +46,7 @@ class Target:
         return f"http://127.0.0.1:{self.port}"
 
 
-def _start(
-    cmd: list[str], cwd: Path, env: dict[str, str], log: Path
-) -> subprocess.Popen[bytes]:
+def _start(cmd: list[str], cwd: Path, env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
     """Start cmd in its own session; it inherits our raised fd limit."""
     raise_nofile()
     with open(log, "wb") as fh:
@@ -73,9 +71,7 @@ def _stop(proc: subprocess.Popen[bytes], timeout: float = 15.0) -> None:
         proc.wait(5)
 
 
-def _ready(
-    proc: subprocess.Popen[bytes], url: str, log: Path, timeout: float = 30.0
-) -> None:
+def _ready(proc: subprocess.Popen[bytes], url: str, log: Path, timeout: float = 30.0) -> None:
     if not wait_http_ok(url, timeout, alive=lambda: proc.poll() is None):
         _stop(proc)
         tail = log.read_text(errors="replace")[-1500:] if log.exists() else ""
@@ -200,9 +196,7 @@ def nchan() -> Iterator[Target]:
     proc = _start(cmd, tmp, dict(os.environ), log)
     try:
         _ready(proc, f"http://127.0.0.1:{port}/health", log)
-        yield Target(
-            "nchan", port, proc.pid, "/sub/{topic}", "/pub/{topic}", "raw", log=log
-        )
+        yield Target("nchan", port, proc.pid, "/sub/{topic}", "/pub/{topic}", "raw", log=log)
     finally:
         _stop(proc)
         shutil.rmtree(tmp, ignore_errors=True)

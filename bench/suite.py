@@ -33,9 +33,7 @@ def log(msg: str) -> None:
     print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 
 
-def run_one(
-    launch: Launcher, target_name: str, sc: Scenario, rnd: int
-) -> dict[str, Any]:
+def run_one(launch: Launcher, target_name: str, sc: Scenario, rnd: int) -> dict[str, Any]:
     """One record: a fresh server, one scenario, condensed metrics or an error."""
     rec: dict[str, Any] = {
         "round": rnd,
@@ -75,11 +73,7 @@ def rounds(
                 rec = run_one(known[name], name, sc, rnd)
                 if "error" in rec:
                     log(f"  {name}: {rec['error'].splitlines()[0]}")
-                    if (
-                        "not ready" in rec["error"]
-                        or "not installed" in rec["error"]
-                        or "no app.py" in rec["error"]
-                    ):
+                    if "not ready" in rec["error"] or "not installed" in rec["error"] or "no app.py" in rec["error"]:
                         dead.add(name)
                 else:
                     m = rec["metrics"]

@@ -15,12 +15,14 @@ import socket
 from collections.abc import Callable
 from typing import Any
 
+from streaming.registry import CLIENT, Client
+
 Cancel = Callable[[], None]
 _READ = 1  # libev EV_READ
 
 
-def watch(sock: Any, on_hangup: Callable[[], None]) -> Cancel | None:
-    """Call ``on_hangup`` (in the hub) once the peer closes; returns a canceller."""
+def watch(sock: Any, client: Client) -> Cancel | None:
+    """Close ``client`` (reason ``client``) once its peer hangs up; returns a canceller."""
     if sock is None or not _patched():
         return None
     from gevent import get_hub
@@ -30,10 +32,22 @@ def watch(sock: Any, on_hangup: Callable[[], None]) -> Cancel | None:
         watcher = get_hub().loop.io(raw.fileno(), _READ)
     except (OSError, ValueError):
         return None  # already closed
+    watch = _Watch(raw, watcher, client)
+    watcher.start(watch.readable)
+    return watch.cancel
 
-    def readable() -> None:
+
+class _Watch:
+    # One per open stream: slots, and bound methods instead of closures.
+    __slots__ = ("client", "raw", "watcher")
+
+    def __init__(self, raw: Any, watcher: Any, client: Client) -> None:
+        self.raw, self.watcher, self.client = raw, watcher, client
+
+    def readable(self) -> None:
+        """Runs in the hub: must not block (a non-blocking peek)."""
         try:
-            pending = raw.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+            pending = self.raw.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
         except (BlockingIOError, InterruptedError):
             return  # woken without data: keep watching
         except OSError:
@@ -41,17 +55,14 @@ def watch(sock: Any, on_hangup: Callable[[], None]) -> Cancel | None:
         # Either way one look is enough: EOF means gone; bytes from a client
         # that talks after its request are left to gunicorn, and the
         # keep-alive writes stay the detector for it.
-        cancel()
+        self.cancel()
         if not pending:
-            on_hangup()
+            self.client.close(CLIENT)
 
-    def cancel() -> None:
+    def cancel(self) -> None:
         # Idempotent: called by the watch itself and when the stream ends.
-        if watcher.active:
-            watcher.stop()
-
-    watcher.start(readable)
-    return cancel
+        if self.watcher.active:
+            self.watcher.stop()
 
 
 def _patched() -> bool:

@@ -41,6 +41,8 @@ DRAINING = "draining"
 
 # Put in a client queue to wake its generator (shutdown, eviction, gap).
 WAKE = object()
+# Put in an idle client's queue by the keep-alive tick: write a comment.
+KEEPALIVE = object()
 
 _ids = itertools.count(1)
 
@@ -268,6 +270,18 @@ class Registry:
     def evict(self, client: Client, reason: str) -> None:
         if self.remove(client.queue, reason) is not None:
             client.close(reason)
+
+    def keepalive(self, now: float, interval: float) -> int:
+        """Ask every stream idle for ``interval`` to write a keep-alive comment."""
+        count = 0
+        for client in self.clients():
+            if now - client.last_write >= interval and client.queue.empty():
+                try:
+                    client.queue.put_nowait(KEEPALIVE)
+                except queue.Full:
+                    continue  # not idle after all
+                count += 1
+        return count
 
     def sweep(self, now: float) -> list[tuple[Client, str]]:
         """Remove stale clients and clients whose buffer stayed full too long."""

@@ -44,7 +44,9 @@ class StreamingService:
             on_close=self._closed,
         )
         self.broker: Broker = broker or _make_broker(settings, self.registry)
-        self.cleaner = Cleaner(self.registry, settings.cleanup_seconds, clock)
+        self.cleaner = Cleaner(
+            self.registry, settings.cleanup_seconds, clock, keepalive_seconds=settings.keepalive_seconds
+        )
         # Filled in by the jobs package: the snapshot a stream starts with and
         # the job counts in /health.
         self.snapshot: Callable[[Client], Any] | None = None

@@ -25,6 +25,7 @@ from streaming.events import encode, encode_comment, encode_retry
 from streaming.history import ReplayGap
 from streaming.ids import Key, format_id, parse_id
 from streaming.registry import CLIENT, EVICTED, SHUTDOWN, STALE, WAKE, Client, Registry
+from streaming.registry import KEEPALIVE as KEEPALIVE_TICK
 
 KEEPALIVE = encode_comment("keepalive") + b"\n"
 UNAVAILABLE = "unavailable"  # a close reason: the broker could not serve replay or snapshot
@@ -38,7 +39,6 @@ Snapshot = Callable[[Client], Any]
 @dataclass(frozen=True)
 class StreamOptions:
     retry_ms: int
-    keepalive_seconds: float
     clock: Callable[[], float]
     snapshot: Snapshot | None = None  # jobs matching the client's topics
     wants_snapshot: bool = False
@@ -87,9 +87,10 @@ def open_stream(
 
         get, get_nowait = client.queue.get, client.queue.get_nowait
         while client.closing is None:
-            try:
-                batch = [get(timeout=options.keepalive_seconds)]
-            except queue.Empty:
+            # No timeout: the cleanup daemon's keep-alive tick (or an event,
+            # a shutdown, an eviction, a hang-up) is what wakes us.
+            batch = [get()]
+            if batch[0] is KEEPALIVE_TICK and client.queue.empty():
                 yield KEEPALIVE
                 client.last_write = options.clock()
                 continue
@@ -117,7 +118,7 @@ def open_stream(
                     chunks.append(_snapshot(client, broker, options))
             count = 0
             for item in batch:
-                if item is WAKE or (last_key is not None and item.key <= last_key):
+                if item is WAKE or item is KEEPALIVE_TICK or (last_key is not None and item.key <= last_key):
                     continue
                 chunks.append(item.wire)
                 last_key = item.key

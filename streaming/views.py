@@ -66,7 +66,7 @@ def stream() -> Response:
     if refused is not None:
         return _refuse(svc, client, refused)
     _tune_stream_socket(client.sock, svc.registry.stale_after)
-    client.unwatch = hangup.watch(client.sock, lambda: client.close(CLIENT))
+    client.unwatch = hangup.watch(client.sock, client)
     log.info(
         "stream opened",
         extra={
@@ -80,7 +80,6 @@ def stream() -> Response:
     )
     options = StreamOptions(
         retry_ms=settings.retry_ms,
-        keepalive_seconds=settings.keepalive_seconds,
         clock=svc.clock,
         snapshot=svc.snapshot,
         wants_snapshot=topics.could_match_prefix("jobs/"),

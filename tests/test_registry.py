@@ -6,7 +6,7 @@ import queue
 import threading
 
 from streaming.events import Event
-from streaming.registry import CAPACITY, CLIENT, EVICTED, STALE, WAKE, Client, Registry
+from streaming.registry import CAPACITY, CLIENT, EVICTED, KEEPALIVE, STALE, WAKE, Client, Registry
 from streaming.topics import TopicFilter
 
 
@@ -135,3 +135,20 @@ def test_per_ip_limit() -> None:
     assert registry.admit(client(ip="1.1.1.1")) is None
     assert registry.admit(client(ip="1.1.1.1")) == "per_ip"
     assert registry.admit(client(ip="2.2.2.2")) is None
+
+
+def test_keepalive_tick_marks_only_idle_streams() -> None:
+    clock = FakeClock()
+    registry = make_registry(clock)
+    idle, busy, written = client(), client(), client()
+    for c in (idle, busy, written):
+        registry.admit(c)
+    busy.queue.put_nowait(event(1))  # has something to write anyway
+    written.last_write = clock.now + 25
+    assert registry.keepalive(clock.now + 30, interval=30) == 1
+    assert idle.queue.get_nowait() is KEEPALIVE
+    assert busy.queue.qsize() == 1 and written.queue.empty()
+    # A second tick before the stream wrote does not pile up markers.
+    registry.keepalive(clock.now + 31, interval=30)
+    registry.keepalive(clock.now + 31, interval=30)
+    assert idle.queue.qsize() == 1

@@ -40,9 +40,7 @@ class Hub:
     def matches(topics: list[str], topic: str) -> bool:
         if not topics:
             return True
-        return any(
-            topic.startswith(t[:-1]) if t.endswith("*") else topic == t for t in topics
-        )
+        return any(topic.startswith(t[:-1]) if t.endswith("*") else topic == t for t in topics)
 
     def publish(self, topic: str, event: str, data: str) -> str:
         ev: Event = (f"{int(time.time() * 1000)}-{next(self.seq)}", topic, event, data)
@@ -99,9 +97,7 @@ async def stream(request: Request) -> Response:
 
 
 async def health(request: Request) -> Response:
-    return JSONResponse(
-        {"status": "healthy", "stream": {"active_connections": len(hub.subs)}}
-    )
+    return JSONResponse({"status": "healthy", "stream": {"active_connections": len(hub.subs)}})
 
 
 app = Starlette(
