@@ -64,6 +64,9 @@ SOCKET_TIMEOUT_SECONDS = 1.0
 # ``stop`` waits for the reader.
 BLOCK_MS = 500
 READ_BATCH = 500
+# publish waits at most this long for this worker's reader to deliver the
+# entry it added (back-pressure; see RedisBroker.publish).
+DELIVERY_WAIT_SECONDS = 1.0
 BACKOFF_MIN_SECONDS = 0.05
 BACKOFF_MAX_SECONDS = 1.0
 # A reader that lags (a burst, a short outage) must find its entries still
@@ -118,13 +121,20 @@ class RedisPublisher:
 
 
 class RedisBroker(RedisPublisher):
-    def __init__(self, registry: Registry, url: str, history_size: int, key: str = STREAM_KEY) -> None:
+    def __init__(
+        self, registry: Registry, url: str, history_size: int, key: str = STREAM_KEY, fanout_run: int = 25
+    ) -> None:
         super().__init__(url, history_size, key)
         self.registry = registry
+        # Events fanned out between two yields to the streams: under half a
+        # client buffer, so a stream that writes at every yield never
+        # overflows, while each write still carries many events.
+        self.fanout_run = fanout_run
         self._up = True
         self._cursor: str | None = None  # the reader's last delivered entry id
         self._last: Key | None = None
         self._reader = Background("jobstream-redis", self._read)
+        self._delivered = threading.Condition()
 
     # -- lifecycle ------------------------------------------------------------
 
@@ -153,9 +163,23 @@ class RedisBroker(RedisPublisher):
     # -- Broker -----------------------------------------------------------------
 
     def publish(self, topic: str, event: str, data: str) -> Event:
+        """Add the event, then wait until this worker's reader delivered it.
+
+        The wait is the back-pressure of the embedded mode's synchronous
+        fan-out: without it publishers outrun the readers, the clients'
+        buffers overflow and, past the stream's MAXLEN, events are lost. It is
+        bounded, and skipped while the reader is not running.
+        """
         if not self._up:
             raise BrokerUnavailable("redis unreachable")
-        return super().publish(topic, event, data)
+        published = super().publish(topic, event, data)
+        if self._reader.running:
+            with self._delivered:
+                self._delivered.wait_for(self._past(published.key), timeout=DELIVERY_WAIT_SECONDS)
+        return published
+
+    def _past(self, key: Key) -> Any:
+        return lambda: not self._up or (self._last is not None and self._last >= key)
 
     def replay(self, after: Key, topics: TopicFilter) -> list[Event]:
         if not self._up:
@@ -218,6 +242,7 @@ class RedisBroker(RedisPublisher):
                 if self._up:
                     log.error("redis unavailable; reconnecting", extra={"event": "broker_down", "error": str(exc)})
                 self._up = False
+                self._notify_delivered()  # publishers waiting on delivery give up
                 stop.wait(backoff)
                 backoff = min(backoff * 2, BACKOFF_MAX_SECONDS)
                 continue
@@ -225,6 +250,7 @@ class RedisBroker(RedisPublisher):
                 log.warning("redis available again", extra={"event": "broker_up", "resume_after": self._cursor})
                 self._up = True
             backoff = BACKOFF_MIN_SECONDS
+            run = 0
             for _key, entries in reply or ():
                 for entry_id, fields in entries:
                     self._cursor = entry_id
@@ -236,6 +262,19 @@ class RedisBroker(RedisPublisher):
                         self.registry.fanout(event)
                     except Exception:
                         log.exception("fan-out failed", extra={"event": "fanout_failed", "id": entry_id})
+                    run += 1
+                    if run >= self.fanout_run:
+                        # Let the streams write before more is queued: the
+                        # 500 entries of one read fanned out at once would
+                        # overflow every client buffer (STREAM_CLIENT_BUFFER).
+                        run = 0
+                        self._notify_delivered()
+                        time.sleep(0)
+                self._notify_delivered()
+
+    def _notify_delivered(self) -> None:
+        with self._delivered:
+            self._delivered.notify_all()
 
     def _newest_id(self) -> str:
         newest: Any = self.redis.xrevrange(self.key, count=1)

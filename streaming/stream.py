@@ -123,9 +123,13 @@ def open_stream(
                 chunks.append(item.wire)
                 last_key = item.key
                 count += 1
-            for piece in _pieces(chunks):
-                yield piece
+            if len(chunks) == 1:  # the common case: one event per wake-up
+                yield chunks[0]
                 client.last_write = options.clock()
+            else:
+                for piece in _pieces(chunks):
+                    yield piece
+                    client.last_write = options.clock()
             client.events_sent += count
         reason = client.closing
         if reason == SHUTDOWN:
