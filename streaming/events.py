@@ -75,6 +75,9 @@ class Event:
     data: str
     key: tuple[int, int]
     wire: bytes = field(repr=False)
+    # The same bytes framed as one HTTP/1.1 chunk, for writes that bypass
+    # gunicorn (streaming/direct.py); built once per event like ``wire``.
+    chunk: bytes = field(repr=False, default=b"")
 
     @classmethod
     def create(cls, id: str, topic: str, event: str, data: str) -> Event:
@@ -83,4 +86,6 @@ class Event:
         key = parse_id(id)
         if key is None:
             raise ValueError(f"malformed event id {id!r}")
-        return cls(id=id, topic=topic, event=event, data=data, key=key, wire=encode(id=id, event=event, data=data))
+        wire = encode(id=id, event=event, data=data)
+        chunk = b"%X\r\n%s\r\n" % (len(wire), wire)
+        return cls(id=id, topic=topic, event=event, data=data, key=key, wire=wire, chunk=chunk)

@@ -23,7 +23,7 @@ _READ = 1  # libev EV_READ
 
 def watch(sock: Any, client: Client) -> Cancel | None:
     """Close ``client`` (reason ``client``) once its peer hangs up; returns a canceller."""
-    if sock is None or not _patched():
+    if sock is None or not gevent_patched():
         return None
     from gevent import get_hub
 
@@ -65,7 +65,7 @@ class _Watch:
             self.watcher.stop()
 
 
-def _patched() -> bool:
+def gevent_patched() -> bool:
     try:
         from gevent import monkey
     except ImportError:

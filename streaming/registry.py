@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from streaming.events import Event
+from streaming.ids import Key
 from streaming.topics import TopicFilter
 
 Clock = Callable[[], float]
@@ -38,6 +39,8 @@ SHUTDOWN = "shutdown"
 CAPACITY = "capacity"
 PER_IP = "per_ip"
 DRAINING = "draining"
+
+_DONTWAIT = getattr(socket, "MSG_DONTWAIT", 0)
 
 # Put in a client queue to wake its generator (shutdown, eviction, gap).
 WAKE = object()
@@ -71,12 +74,44 @@ class Client:
     sock: Any = None
     # Stops the hang-up watch (streaming.hangup) when the stream ends.
     unwatch: Callable[[], None] | None = None
+    # Direct writes (streaming/direct.py): the OS socket the fan-out may write
+    # to while ``parked`` (the generator waits in get() on an empty queue).
+    direct: Any = None
+    chunked: bool = True
+    parked: bool = False
+    pending: bytes | None = None  # the rest of a partial direct write
+    last_key: Key | None = None  # newest event id written, by either path
+
+    def write_now(self, event: Event, now: float) -> bool:
+        """Write ``event`` to the idle stream's socket; ``False``: queue it instead.
+
+        Never blocks: a socket that cannot take the whole chunk keeps the
+        rest in ``pending`` for the generator, which sends it before anything
+        else; nothing is written directly until it parks again.
+        """
+        data = event.chunk if self.chunked else event.wire
+        try:
+            sent = self.direct.send(data, _DONTWAIT)
+        except (BlockingIOError, InterruptedError):
+            return False
+        except OSError:
+            self.direct = None  # gone: the queued path's write fails and ends it
+            return False
+        self.last_key = event.key
+        self.events_sent += 1
+        self.last_write = now
+        if sent < len(data):
+            self.pending = data[sent:]
+            self.parked = False
+            self.queue.put_nowait(WAKE)  # the queue is empty while parked
+        return True
 
     def close(self, reason: str, retry_ms: int | None = None) -> None:
         if self.closing is not None:
             return
         self.close_retry_ms = retry_ms
         self.closing = reason
+        self.parked = False
         try:
             self.queue.put_nowait(WAKE)
         except queue.Full:
@@ -248,6 +283,14 @@ class Registry:
         for client in self.clients():
             if not client.topics.matches(topic):
                 continue
+            if client.parked and not client.gap:
+                # Idle stream: write now instead of waking its greenlet (no
+                # switch, no gunicorn write path; see streaming/direct.py).
+                now = self.clock() if now is None else now
+                if client.write_now(event, now):
+                    queued += 1
+                    continue
+            client.parked = False  # from here on its generator writes, in order
             try:
                 client.queue.put_nowait(event)
             except queue.Full:
@@ -276,6 +319,7 @@ class Registry:
         count = 0
         for client in self.clients():
             if now - client.last_write >= interval and client.queue.empty():
+                client.parked = False
                 try:
                     client.queue.put_nowait(KEEPALIVE)
                 except queue.Full:

@@ -59,7 +59,8 @@ def open_stream(
     reason = CLIENT
     try:
         opening = [encode_retry(options.retry_ms), encode_comment(f"connected {client.id}") + b"\n"]
-        last_key: Key | None = None  # newest id sent: later duplicates are skipped
+        # client.last_key: the newest id written (here or by a direct write);
+        # anything at or below it arriving later is a duplicate and skipped.
         heal_from = start_key  # where a gap is replayed from while nothing was sent
         sent = 0
         if last_event_id:
@@ -68,7 +69,7 @@ def open_stream(
                 if key is None:
                     raise ReplayGap("malformed")
                 replayed = broker.replay(key, client.topics)
-                last_key = replayed[-1].key if replayed else key
+                client.last_key = replayed[-1].key if replayed else key
                 opening.extend(e.wire for e in replayed)
                 sent += len(replayed)
                 _notify(options.on_replay, "reconnect")
@@ -87,9 +88,20 @@ def open_stream(
 
         get, get_nowait = client.queue.get, client.queue.get_nowait
         while client.closing is None:
+            # Parked: from here until something is queued the fan-out writes
+            # events for this stream itself (no wake-up, streaming/direct.py).
+            # Under gevent nothing runs between this and get() blocking.
+            client.parked = client.direct is not None and not client.gap and client.queue.empty()
             # No timeout: the cleanup daemon's keep-alive tick (or an event,
             # a shutdown, an eviction, a hang-up) is what wakes us.
             batch = [get()]
+            client.parked = False
+            if client.pending is not None:
+                # A direct write that only partly fit: its rest goes first,
+                # straight to the socket (it is already a framed chunk).
+                rest, client.pending = client.pending, None
+                client.sock.sendall(rest)
+                client.last_write = options.clock()
             if batch[0] is KEEPALIVE_TICK and client.queue.empty():
                 yield KEEPALIVE
                 client.last_write = options.clock()
@@ -106,7 +118,7 @@ def open_stream(
                 # instead of leaving a hole. Checked after taking the batch so
                 # nothing in the batch is newer than what the replay returns.
                 client.gap = False
-                base = last_key or heal_from
+                base = client.last_key or heal_from
                 try:
                     if base is None:
                         raise ReplayGap("overflow")
@@ -118,10 +130,14 @@ def open_stream(
                     chunks.append(_snapshot(client, broker, options))
             count = 0
             for item in batch:
-                if item is WAKE or item is KEEPALIVE_TICK or (last_key is not None and item.key <= last_key):
+                if (
+                    item is WAKE
+                    or item is KEEPALIVE_TICK
+                    or (client.last_key is not None and item.key <= client.last_key)
+                ):
                     continue
                 chunks.append(item.wire)
-                last_key = item.key
+                client.last_key = item.key
                 count += 1
             if len(chunks) == 1:  # the common case: one event per wake-up
                 yield chunks[0]

@@ -21,6 +21,7 @@ from flask import Blueprint, Response, current_app, jsonify, request
 
 from streaming import hangup
 from streaming.broker import BrokerUnavailable
+from streaming.direct import direct_socket
 from streaming.events import encode, encode_comment, encode_retry
 from streaming.http import error_response, fail, read_json_object, reject_unknown_fields
 from streaming.registry import CAPACITY, CLIENT, DRAINING, PER_IP, Client
@@ -67,6 +68,7 @@ def stream() -> Response:
         return _refuse(svc, client, refused)
     _tune_stream_socket(client.sock, svc.registry.stale_after)
     client.unwatch = hangup.watch(client.sock, client)
+    client.direct, client.chunked = direct_socket(client.sock, request.environ)
     log.info(
         "stream opened",
         extra={

@@ -152,3 +152,30 @@ def test_keepalive_tick_marks_only_idle_streams() -> None:
     registry.keepalive(clock.now + 31, interval=30)
     registry.keepalive(clock.now + 31, interval=30)
     assert idle.queue.qsize() == 1
+
+
+def test_direct_write_to_a_parked_stream_and_its_partial_and_full_cases() -> None:
+    import socket
+
+    reader, writer = socket.socketpair()
+    try:
+        writer.setblocking(False)
+        registry = make_registry()
+        c = client()
+        c.direct, c.parked = writer, True
+        registry.admit(c)
+        small = event(1)
+        assert registry.fanout(small) == 1
+        assert c.queue.empty() and c.last_key == small.key and c.events_sent == 1
+        assert reader.recv(65536) == small.chunk  # one HTTP/1.1 chunk, framed once per event
+        big = Event.create("1002-0", "t", "message", "x" * 4_000_000)  # more than the socket takes
+        assert registry.fanout(big) == 1
+        assert c.pending and len(c.pending) < len(big.chunk)  # the rest waits for the generator
+        assert c.queue.get_nowait() is WAKE and not c.parked
+        c.parked = True  # (the generator sent the rest and parked again; the socket is still full)
+        blocked = event(3)
+        assert registry.fanout(blocked) == 1
+        assert c.queue.get_nowait() is blocked and not c.parked  # queued: nothing written, order kept
+    finally:
+        reader.close()
+        writer.close()

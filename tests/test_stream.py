@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 import threading
 import time
 
@@ -131,6 +132,24 @@ def test_a_closed_tab_frees_its_slot_at_once_not_at_the_next_keepalive(start_ser
     for c in (*clients[2:], *again):
         assert c.wait_events(1)[0].id == event_id
         c.close()
+
+
+@pytest.mark.timeout(30)
+def test_an_http_1_0_client_gets_unchunked_events(shared_server: ServerProcess) -> None:
+    # Events to an idle stream are written by the fan-out itself (streaming/direct.py):
+    # HTTP/1.1 gets chunks, HTTP/1.0 the bare bytes, exactly as gunicorn frames them.
+    with socket.create_connection(("127.0.0.1", shared_server.port), timeout=10) as sock:
+        sock.sendall(b"GET /stream?topic=old HTTP/1.0\r\nHost: x\r\n\r\n")
+        data = b""
+        while b": connected" not in data:
+            data += sock.recv(65536)
+        assert b"transfer-encoding" not in data.lower()
+        ids = [shared_server.publish("old", n) for n in range(3)]
+        expected = b"".join(f"id: {i}\nevent: message\ndata: {n}\n\n".encode() for n, i in enumerate(ids))
+        while expected not in data:
+            data += sock.recv(65536)
+    body = data.split(b"\r\n\r\n", 1)[1]
+    assert body.startswith(b"retry: 3000\n: connected") and expected in body
 
 
 @pytest.mark.timeout(30)
