@@ -41,6 +41,8 @@ PER_IP = "per_ip"
 DRAINING = "draining"
 
 _DONTWAIT = getattr(socket, "MSG_DONTWAIT", 0)
+# Seconds per second the fan-out may spend writing to parked streams itself.
+DIRECT_BUDGET_SECONDS = 0.5
 
 # Put in a client queue to wake its generator (shutdown, eviction, gap).
 WAKE = object()
@@ -194,6 +196,8 @@ class Registry:
         self.rejected: dict[str, int] = {CAPACITY: 0, PER_IP: 0, DRAINING: 0}
         self.closed: dict[str, int] = {CLIENT: 0, EVICTED: 0, STALE: 0, SHUTDOWN: 0}
         self._retired_events = 0
+        self._direct_window = float("-inf")  # start of the current 1 s budget window
+        self._direct_spent = 0.0
         self.dropped = 0  # buffer-full puts; fan-out only (one writer per process)
 
     # -- membership -------------------------------------------------------
@@ -277,16 +281,23 @@ class Registry:
         send timeout gets the client evicted. Returns the number queued.
         """
         queued = 0
-        now: float | None = None
+        now = started = self.clock()
+        # Direct writes cost one send per stream per event; queued events are
+        # drained in batches. Past its budget of CPU per second (overload:
+        # thousands of streams at high rates) the fan-out queues instead.
+        if started - self._direct_window >= 1.0:
+            self._direct_window, self._direct_spent = started, 0.0
+        direct = self._direct_spent < DIRECT_BUDGET_SECONDS
+        wrote = False
         evict: list[Client] = []
         topic = event.topic
         for client in self.clients():
             if not client.topics.matches(topic):
                 continue
-            if client.parked and not client.gap:
+            if direct and client.parked and not client.gap:
                 # Idle stream: write now instead of waking its greenlet (no
                 # switch, no gunicorn write path; see streaming/direct.py).
-                now = self.clock() if now is None else now
+                wrote = True
                 if client.write_now(event, now):
                     queued += 1
                     continue
@@ -294,7 +305,6 @@ class Registry:
             try:
                 client.queue.put_nowait(event)
             except queue.Full:
-                now = self.clock() if now is None else now
                 client.gap = True
                 client.dropped += 1
                 self.dropped += 1
@@ -306,6 +316,8 @@ class Registry:
             queued += 1
             if client.full_since is not None:
                 client.full_since = None
+        if wrote:
+            self._direct_spent += self.clock() - started
         for client in evict:
             self.evict(client, EVICTED)
         return queued
