@@ -43,6 +43,7 @@ DRAINING = "draining"
 _DONTWAIT = getattr(socket, "MSG_DONTWAIT", 0)
 # Seconds per second the fan-out may spend writing to parked streams itself.
 DIRECT_BUDGET_SECONDS = 0.5
+DIRECT_RUN = 64  # direct writes between two yields to the event loop
 
 # Put in a client queue to wake its generator (shutdown, eviction, gap).
 WAKE = object()
@@ -288,19 +289,23 @@ class Registry:
         if started - self._direct_window >= 1.0:
             self._direct_window, self._direct_spent = started, 0.0
         direct = self._direct_spent < DIRECT_BUDGET_SECONDS
-        wrote = False
+        wrote = 0
         evict: list[Client] = []
         topic = event.topic
         for client in self.clients():
             if not client.topics.matches(topic):
                 continue
-            if direct and client.parked and not client.gap:
-                # Idle stream: write now instead of waking its greenlet (no
-                # switch, no gunicorn write path; see streaming/direct.py).
-                wrote = True
-                if client.write_now(event, now):
-                    queued += 1
-                    continue
+            # Idle stream: write now instead of waking its greenlet (no
+            # switch, no gunicorn write path; see streaming/direct.py).
+            if direct and client.parked and not client.gap and client.write_now(event, now):
+                queued += 1
+                wrote += 1
+                if not wrote % DIRECT_RUN:
+                    # Hundreds of sends in a row would hold /health and every
+                    # other request; yield (the publish lock stays held, so
+                    # each stream's order is unchanged).
+                    time.sleep(0)
+                continue
             client.parked = False  # from here on its generator writes, in order
             try:
                 client.queue.put_nowait(event)
