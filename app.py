@@ -17,6 +17,7 @@ import board
 import jobs
 import streaming
 from streaming import auth, cors, logs, metrics, openapi
+from streaming.fastpath import StreamFastPath
 from streaming.http import MAX_BODY_BYTES, install_body_limit, install_error_handlers
 from streaming.service import StreamingService
 from streaming.settings import Settings
@@ -29,6 +30,10 @@ def create_app(settings: Settings | None = None) -> Flask:
 
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
+    service = StreamingService(settings)
+    app.extensions["jobstream"] = service
+    streaming.use(service)
+    app.wsgi_app = StreamFastPath(app.wsgi_app, service)  # type: ignore[method-assign]
     if settings.trusted_proxies:
         # Trust exactly that many hops of X-Forwarded-For/-Proto (nginx appends
         # the peer address, so the right-most n entries are the ones proxies
@@ -36,10 +41,6 @@ def create_app(settings: Settings | None = None) -> Flask:
         n = settings.trusted_proxies
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=n, x_proto=n, x_host=0, x_port=0, x_prefix=0)  # type: ignore[method-assign]
     app.json.sort_keys = False  # type: ignore[attr-defined]
-
-    service = StreamingService(settings)
-    app.extensions["jobstream"] = service
-    streaming.use(service)
 
     from streaming.admin import bp as admin_bp
     from streaming.views import bp as streaming_bp

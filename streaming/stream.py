@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import queue
 import socket
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -54,7 +54,7 @@ def open_stream(
     options: StreamOptions,
     last_event_id: str | None,
     start_key: Key | None,
-) -> Iterator[bytes]:
+) -> Generator[bytes, None, None]:
     """Yield the stream for a client that ``registry.admit`` already accepted."""
     reason = CLIENT
     try:

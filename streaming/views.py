@@ -15,6 +15,7 @@ import queue
 import re
 import socket
 import time
+from collections.abc import Generator
 from typing import Any
 
 from flask import Blueprint, Response, current_app, jsonify, request
@@ -33,6 +34,7 @@ bp = Blueprint("streaming", __name__)
 log = logging.getLogger("jobstream.streaming")
 
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+REFUSED_KEY = "jobstream.refused"
 _BAD_NAME = re.compile(r"[\r\n\0]")
 EVENT_FIELDS = ("topic", "event", "data")
 JOB_STATUSES = ("pending", "in_progress", "completed", "cancelled", "error")
@@ -63,32 +65,11 @@ def stream() -> Response:
         topics=topics,
         sock=request.environ.get("gunicorn.socket"),
     )
-    refused = svc.registry.admit(client)
+    # A refusal decided by the fast path (streaming/fastpath.py) is only rendered here.
+    refused = request.environ.pop(REFUSED_KEY, None) or svc.registry.admit(client)
     if refused is not None:
         return _refuse(svc, client, refused)
-    _tune_stream_socket(client.sock, svc.registry.stale_after)
-    client.unwatch = hangup.watch(client.sock, client)
-    client.direct, client.chunked = direct_socket(client.sock, request.environ)
-    log.info(
-        "stream opened",
-        extra={
-            "event": "stream_opened",
-            "client_id": client.id,
-            "ip": client.remote_addr,
-            "user_agent": client.user_agent,
-            "topics": list(topics.patterns),
-            "last_event_id": last_event_id or None,
-        },
-    )
-    options = StreamOptions(
-        retry_ms=settings.retry_ms,
-        clock=svc.clock,
-        snapshot=svc.snapshot,
-        wants_snapshot=topics.could_match_prefix("jobs/"),
-        on_replay=svc.on_replay,
-        on_reset=svc.on_reset,
-    )
-    body = open_stream(client, svc.registry, svc.broker, options, last_event_id or None, svc.broker.last_key)
+    body = begin_stream(svc, client, request.environ, last_event_id)
     response = Response(body, mimetype="text/event-stream", headers=SSE_HEADERS)
     # The generator goes to gunicorn as it is, not wrapped in Werkzeug's
     # encoding and closing iterators: two fewer layers on every write and in
@@ -98,6 +79,35 @@ def stream() -> Response:
     # A generator that never started has no ``finally`` to run.
     response.call_on_close(lambda: _forget(svc, client))
     return response
+
+
+def begin_stream(
+    svc: StreamingService, client: Client, environ: dict[str, Any], last_event_id: str
+) -> Generator[bytes, None, None]:
+    """The body of an admitted stream; shared by the view and the fast path."""
+    _tune_stream_socket(client.sock, svc.registry.stale_after)
+    client.unwatch = hangup.watch(client.sock, client)
+    client.direct, client.chunked = direct_socket(client.sock, environ)
+    log.info(
+        "stream opened",
+        extra={
+            "event": "stream_opened",
+            "client_id": client.id,
+            "ip": client.remote_addr,
+            "user_agent": client.user_agent,
+            "topics": list(client.topics.patterns),
+            "last_event_id": last_event_id or None,
+        },
+    )
+    options = StreamOptions(
+        retry_ms=svc.settings.retry_ms,
+        clock=svc.clock,
+        snapshot=svc.snapshot,
+        wants_snapshot=client.topics.could_match_prefix("jobs/"),
+        on_replay=svc.on_replay,
+        on_reset=svc.on_reset,
+    )
+    return open_stream(client, svc.registry, svc.broker, options, last_event_id or None, svc.broker.last_key)
 
 
 def _forget(svc: StreamingService, client: Client) -> None:

@@ -1,0 +1,128 @@
+"""``GET /stream`` without Flask's request dispatch.
+
+A tab opening a stream is the one request that arrives by the thousand at
+once (a deploy, a network blip, a morning). Flask's request context, URL
+matching and response wrapping were a third of a connect's CPU, so the
+plain case is served here, in front of Flask, with the same code after
+admission (``views.begin_stream``) and the same response headers.
+
+Everything unusual goes to the Flask view, which stays the complete
+implementation: HEAD and OPTIONS, a request with a body, a non-ASCII query,
+a bad topic filter (its 400), a cross-origin request when CORS is
+configured, and every refusal (rendered by the view from the reason decided
+here, so admission runs once).
+
+Under gunicorn's HTTP/1 worker the response head and the stream's first
+chunk leave in one ``send`` instead of two. That uses gunicorn's own
+``Response`` (``start_response`` is its bound method) to build the head, and
+is skipped for any other server or response class.
+"""
+
+from __future__ import annotations
+
+import queue
+from collections.abc import Callable, Generator, Iterable
+from typing import Any
+from urllib.parse import parse_qsl
+
+from streaming.registry import Client
+from streaming.service import StreamingService
+from streaming.topics import TopicFilter
+
+WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
+
+Body = Generator[bytes, None, None]
+
+PATH = "/stream"
+HEADERS = [
+    ("Content-Type", "text/event-stream; charset=utf-8"),
+    ("Cache-Control", "no-cache"),
+    ("X-Accel-Buffering", "no"),
+]
+
+
+class StreamFastPath:
+    """WSGI middleware: serves plain ``GET /stream``, passes on everything else."""
+
+    def __init__(self, app: WSGIApp, service: StreamingService) -> None:
+        self.app = app
+        self.service = service
+        self.headers = list(HEADERS)
+        self.cors = bool(service.settings.allowed_origins)
+        if self.cors:
+            # What the Flask path's CORS hook adds to a same-origin response.
+            self.headers.append(("Vary", "Origin"))
+
+    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        if environ.get("PATH_INFO") != PATH or environ.get("REQUEST_METHOD") != "GET" or not self._plain(environ):
+            return self.app(environ, start_response)
+        try:
+            args = parse_qsl(environ.get("QUERY_STRING", ""), keep_blank_values=True)
+            topics = TopicFilter([value for key, value in args if key == "topic"])
+        except ValueError:
+            return self.app(environ, start_response)  # the view words the 400
+        from streaming import views  # views imports Flask's request proxies
+
+        svc = self.service
+        if not svc.started:
+            svc.start()  # outside gunicorn there is no post_worker_init
+        last_event_id = environ.get("HTTP_LAST_EVENT_ID", "").strip()
+        if not last_event_id:
+            last_event_id = next((value for key, value in args if key == "last_event_id"), "").strip()
+        client = Client(
+            queue=queue.Queue(maxsize=svc.settings.client_buffer),
+            remote_addr=environ.get("REMOTE_ADDR") or "unknown",
+            user_agent=environ.get("HTTP_USER_AGENT", "")[:300],
+            topics=topics,
+            sock=environ.get("gunicorn.socket"),
+        )
+        refused = svc.registry.admit(client)
+        if refused is not None:
+            environ[views.REFUSED_KEY] = refused
+            return self.app(environ, start_response)
+        body = views.begin_stream(svc, client, environ, last_event_id)
+        write = start_response("200 OK", self.headers)
+        return _send_head_with_first_chunk(write, body)
+
+    def _plain(self, environ: dict[str, Any]) -> bool:
+        if environ.get("CONTENT_LENGTH", "0") not in ("", "0") or "HTTP_TRANSFER_ENCODING" in environ:
+            return False
+        if self.cors and "HTTP_ORIGIN" in environ:
+            return False
+        query: str = environ.get("QUERY_STRING", "")
+        return query.isascii()
+
+
+def _send_head_with_first_chunk(write: Callable[[bytes], None], body: Body) -> Body:
+    """Write the head and the first chunk together; return the rest of ``body``."""
+    resp: Any = getattr(write, "__self__", None)
+    if not _plain_gunicorn_response(resp):
+        return body
+    try:
+        first = next(body, None)  # the opening: retry, replay or snapshot
+        if first is None:
+            return body
+        head = resp.default_headers()
+        head.extend(f"{name}: {value}\r\n" for name, value in resp.headers)
+        head.append("\r\n")
+        framed = b"%X\r\n%s\r\n" % (len(first), first) if resp.chunked else first
+        resp.sock.sendall("".join(head).encode("latin-1") + framed)
+    except BaseException:
+        body.close()  # gunicorn never saw the iterator, so it cannot close it
+        raise
+    resp.headers_sent = True
+    resp.sent += len(first)
+    return body
+
+
+def _plain_gunicorn_response(resp: Any) -> bool:
+    # Exactly gunicorn's HTTP/1 response (not an HTTP/2 or uwsgi subclass)
+    # whose head is not out yet and which has a body.
+    cls = type(resp)
+    return (
+        cls.__name__ == "Response"
+        and cls.__module__ == "gunicorn.http.wsgi"
+        and getattr(resp, "headers_sent", True) is False
+        and not getattr(resp, "_omits_body", True)
+        and resp.response_length is None
+    )
