@@ -109,6 +109,14 @@ class Client:
             self.queue.put_nowait(WAKE)  # the queue is empty while parked
         return True
 
+    def stop_watching(self) -> None:
+        """End the hang-up watch (idempotent). The watch refers back to the
+        client; dropping it here lets a closed stream's memory go at once
+        instead of at the next full garbage collection."""
+        unwatch, self.unwatch = self.unwatch, None
+        if unwatch is not None:
+            unwatch()
+
     def close(self, reason: str, retry_ms: int | None = None) -> None:
         if self.closing is not None:
             return

@@ -160,8 +160,7 @@ def open_stream(
         reason = client.closing or CLIENT
         raise
     finally:
-        if client.unwatch is not None:
-            client.unwatch()
+        client.stop_watching()
         registry.remove(client.queue, reason)
         if reason not in (CLIENT, EVICTED, STALE) and client.sock is not None:
             # The server ended this stream: refuse a follow-up request on the

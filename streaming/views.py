@@ -111,8 +111,7 @@ def begin_stream(
 
 
 def _forget(svc: StreamingService, client: Client) -> None:
-    if client.unwatch is not None:
-        client.unwatch()
+    client.stop_watching()
     svc.registry.remove(client.queue, client.closing or CLIENT)
 
 

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import gc
 import queue
 import threading
+import weakref
+from collections.abc import Callable
 
 from streaming.events import Event
 from streaming.registry import CAPACITY, CLIENT, EVICTED, KEEPALIVE, STALE, WAKE, Client, Registry
@@ -179,3 +182,26 @@ def test_direct_write_to_a_parked_stream_and_its_partial_and_full_cases() -> Non
     finally:
         reader.close()
         writer.close()
+
+
+def test_stop_watching_runs_the_canceller_once_and_leaves_no_cycle() -> None:
+    c = client()
+    calls: list[Client] = []
+    c.unwatch = _canceller_referring_to(c, calls)  # as the hang-up watch's does
+    queue_ref = weakref.ref(c.queue)
+    c.stop_watching()
+    c.stop_watching()
+    assert len(calls) == 1 and c.unwatch is None
+    calls.clear()
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        del c
+        assert queue_ref() is None  # freed by reference counting alone
+    finally:
+        if enabled:
+            gc.enable()
+
+
+def _canceller_referring_to(target: Client, calls: list[Client]) -> Callable[[], None]:
+    return lambda: calls.append(target)
