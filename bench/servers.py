@@ -79,8 +79,8 @@ def _ready(proc: subprocess.Popen[bytes], url: str, log: Path, timeout: float = 
 
 
 @contextmanager
-def jobstream(app_dir: Path, max_conns: int, workers: int = 1) -> Iterator[Target]:
-    """gunicorn + gevent Jobstream from app_dir; workers > 1 adds a Redis."""
+def jobstream(app_dir: Path, max_conns: int, workers: int = 1, redis_url: bool | None = None) -> Iterator[Target]:
+    """gunicorn + gevent Jobstream from app_dir; with Redis when asked or workers > 1."""
     if not (app_dir / "app.py").exists():
         raise ServerError(f"no app.py in {app_dir}")
     tmp = Path(tempfile.mkdtemp(prefix="bench-js-"))
@@ -94,7 +94,8 @@ def jobstream(app_dir: Path, max_conns: int, workers: int = 1) -> Iterator[Targe
     )
     redis: subprocess.Popen[bytes] | None = None
     try:
-        if workers > 1:
+        with_redis = workers > 1 if redis_url is None else redis_url
+        if with_redis:
             if shutil.which("redis-server") is None:
                 raise ServerError("redis-server not installed")
             rport = free_port()
@@ -119,7 +120,7 @@ def jobstream(app_dir: Path, max_conns: int, workers: int = 1) -> Iterator[Targe
         log = tmp / "server.log"
         proc = _start(cmd, app_dir, env, log)
         _ready(proc, f"http://127.0.0.1:{port}/health", log)
-        name = "jobstream" if workers == 1 else f"jobstream-{workers}w"
+        name = "jobstream" + ("-redis" if with_redis and workers == 1 else "") + (f"-{workers}w" if workers > 1 else "")
         try:
             yield Target(
                 name,

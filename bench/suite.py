@@ -23,6 +23,7 @@ def launchers(app_dir: Path) -> dict[str, Launcher]:
     """Every known server, keyed by target name; the int is stream capacity."""
     return {
         "jobstream": lambda cap: servers.jobstream(app_dir, cap),
+        "jobstream-redis": lambda cap: servers.jobstream(app_dir, cap, redis_url=True),
         "jobstream-2w": lambda cap: servers.jobstream(app_dir, cap, workers=2),
         "sse-starlette": lambda cap: servers.starlette(),
         "nchan": lambda cap: servers.nchan(),

@@ -19,6 +19,9 @@ mapped ``MAP_SHARED``, inherited by every worker.
   and never across a yield; within a worker the registry lock serialises.
 * The master's ``child_exit`` hook zeroes a dead worker's row; ``claim``
   also reclaims rows whose pid no longer exists (a missed hook).
+* With Redis, each row also says how far that worker's reader has fanned
+  out the event stream (``DeliveryCursors``), so a publish can wait for the
+  slowest worker of the host, not only its own (back-pressure across workers).
 
 Imported by ``gunicorn.conf.py`` in the unpatched master: standard library only.
 """
@@ -39,7 +42,11 @@ FIELDS = ("pid", "active", "accepted", "rejected", "evicted", "stale", "total_me
 _PID, _ACTIVE = 0, 1
 # Counters a worker copies from its own registry (everything but pid and active).
 COPIED = FIELDS[2:]
-_HEAD = len(FIELDS)
+# After the counters: the id of the last event the worker's reader fanned
+# out, packed into one int64 (written in one store, so never read torn).
+_DELIVERED = len(FIELDS)
+_HEAD = len(FIELDS) + 1
+_SEQ_BITS = 22
 SKETCH_DEPTH = 2
 SKETCH_WIDTH = 4096
 
@@ -183,6 +190,49 @@ class InstanceTable:
                 out[name] += self._head[start + i]
         out["workers"] = workers
         return out
+
+    # -- delivery cursors (Redis) ----------------------------------------------
+
+    def set_delivered(self, row: int, packed: int) -> None:
+        self._head[row * _HEAD + _DELIVERED] = packed
+
+    def slowest_delivered(self) -> int:
+        """The lowest cursor among live rows that have one; 0 when none has."""
+        cursors = (
+            self._head[row * _HEAD + _DELIVERED]
+            for row in range(self.rows)
+            if self._head[row * _HEAD + _PID] != 0 and self._head[row * _HEAD + _DELIVERED] != 0
+        )
+        return min(cursors, default=0)
+
+
+def pack_id(ms: int, seq: int) -> int:
+    """An event id ``<ms>-<seq>`` as one ordered int64 (seq capped at 2**22 - 1:
+    four million events in one millisecond)."""
+    return (ms << _SEQ_BITS) | min(seq, (1 << _SEQ_BITS) - 1)
+
+
+class DeliveryCursors:
+    """A worker's view of how far every worker of the host has delivered.
+
+    Best effort by design: a worker that has not read anything yet (cursor 0)
+    or has stopped reading is not waited for, and callers bound their wait.
+    """
+
+    def __init__(self, table: InstanceTable, row: int) -> None:
+        self.table = table
+        self.row = row
+
+    def report(self, ms: int, seq: int) -> None:
+        self.table.set_delivered(self.row, pack_id(ms, seq))
+
+    def clear(self) -> None:
+        self.table.set_delivered(self.row, 0)
+
+    def all_past(self, ms: int, seq: int) -> bool:
+        """Whether every worker that reads has delivered ``<ms>-<seq>``."""
+        slowest = self.table.slowest_delivered()
+        return slowest == 0 or slowest >= pack_id(ms, seq)
 
 
 def _alive(pid: int) -> bool:

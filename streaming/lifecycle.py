@@ -18,7 +18,7 @@ import os
 import signal
 from typing import Any
 
-from streaming.instance import InstanceAdmission, InstanceTable
+from streaming.instance import DeliveryCursors, InstanceAdmission, InstanceTable
 from streaming.service import StreamingService
 
 log = logging.getLogger("jobstream.lifecycle")
@@ -46,6 +46,8 @@ def post_worker_init(worker: Any, table: InstanceTable | None = None) -> None:
         row = table.claim(os.getpid())
         settings = svc.settings
         svc.share_limits(InstanceAdmission(table, row, settings.max_connections, settings.max_connections_per_ip))
+        if hasattr(svc.broker, "peers"):  # the Redis broker: wait for every worker's reader
+            svc.broker.peers = DeliveryCursors(table, row)
     svc.start()
     tune_gc()
 

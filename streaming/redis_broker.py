@@ -38,11 +38,12 @@ patched sockets; nothing here runs at import or in the gunicorn master.
 
 from __future__ import annotations
 
+import collections
 import logging
 import queue
 import threading
 import time
-from typing import Any
+from typing import Any, Protocol
 
 import redis
 from redis.backoff import NoBackoff
@@ -64,9 +65,14 @@ SOCKET_TIMEOUT_SECONDS = 1.0
 # ``stop`` waits for the reader.
 BLOCK_MS = 500
 READ_BATCH = 500
-# publish waits at most this long for this worker's reader to deliver the
-# entry it added (back-pressure; see RedisBroker.publish).
+# publish waits at most this long for the readers to deliver the entry it
+# added (back-pressure; see RedisBroker.publish).
 DELIVERY_WAIT_SECONDS = 1.0
+# How often a publish looks at the other workers' cursors while it waits.
+PEER_POLL_SECONDS = 0.001
+# Other workers may trail by this many of this worker's publishes: enough to
+# keep publishes pipelined, far below a client buffer (STREAM_CLIENT_BUFFER).
+PEER_SLACK = 8
 BACKOFF_MIN_SECONDS = 0.05
 BACKOFF_MAX_SECONDS = 1.0
 # A reader that lags (a burst, a short outage) must find its entries still
@@ -83,6 +89,14 @@ def connect(url: str) -> redis.Redis:
         retry=Retry(NoBackoff(), 0),
         decode_responses=True,
     )
+
+
+class Peers(Protocol):
+    """The other workers of this host (``streaming.instance.DeliveryCursors``)."""
+
+    def report(self, ms: int, seq: int) -> None: ...
+    def clear(self) -> None: ...
+    def all_past(self, ms: int, seq: int) -> bool: ...
 
 
 class RedisPublisher:
@@ -135,6 +149,9 @@ class RedisBroker(RedisPublisher):
         self._last: Key | None = None
         self._reader = Background("jobstream-redis", self._read)
         self._delivered = threading.Condition()
+        # Set by the gunicorn hook when several workers share a host.
+        self.peers: Peers | None = None
+        self._published: collections.deque[Key] = collections.deque(maxlen=PEER_SLACK)
 
     # -- lifecycle ------------------------------------------------------------
 
@@ -154,6 +171,8 @@ class RedisBroker(RedisPublisher):
 
     def stop(self, timeout: float = 2.0) -> None:
         self._reader.stop(timeout)
+        if self.peers is not None:
+            self.peers.clear()  # nobody should wait for a reader that stopped
         self.close()
 
     @property
@@ -163,20 +182,36 @@ class RedisBroker(RedisPublisher):
     # -- Broker -----------------------------------------------------------------
 
     def publish(self, topic: str, event: str, data: str) -> Event:
-        """Add the event, then wait until this worker's reader delivered it.
+        """Add the event, then wait until the readers delivered it.
 
         The wait is the back-pressure of the embedded mode's synchronous
         fan-out: without it publishers outrun the readers, the clients'
-        buffers overflow and, past the stream's MAXLEN, events are lost. It is
-        bounded, and skipped while the reader is not running.
+        buffers overflow and, past the stream's MAXLEN, events are lost. First
+        this worker's reader, then (``peers``) every worker of the host: a
+        publisher served by a fast worker must not leave a busier one seconds
+        behind. The whole wait is bounded, and skipped while the reader is
+        not running.
         """
         if not self._up:
             raise BrokerUnavailable("redis unreachable")
         published = super().publish(topic, event, data)
         if self._reader.running:
+            deadline = time.monotonic() + DELIVERY_WAIT_SECONDS
             with self._delivered:
                 self._delivered.wait_for(self._past(published.key), timeout=DELIVERY_WAIT_SECONDS)
+            if self.peers is not None:
+                self._wait_for_peers(published.key, deadline)
         return published
+
+    def _wait_for_peers(self, key: Key, deadline: float) -> None:
+        # Wait for the publish PEER_SLACK before this one, not this one.
+        older = self._published[0] if len(self._published) == PEER_SLACK else None
+        self._published.append(key)
+        if older is None:
+            return
+        ms, seq = older
+        while not self.peers.all_past(ms, seq) and self._up and time.monotonic() < deadline:  # type: ignore[union-attr]
+            time.sleep(PEER_POLL_SECONDS)
 
     def _past(self, key: Key) -> Any:
         return lambda: not self._up or (self._last is not None and self._last >= key)
@@ -273,6 +308,8 @@ class RedisBroker(RedisPublisher):
                 self._notify_delivered()
 
     def _notify_delivered(self) -> None:
+        if self.peers is not None and self._last is not None:
+            self.peers.report(*self._last)
         with self._delivered:
             self._delivered.notify_all()
 

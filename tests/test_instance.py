@@ -9,7 +9,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from streaming.instance import CAPACITY, PER_IP, InstanceAdmission, InstanceTable, TableFull
+from streaming.instance import CAPACITY, PER_IP, DeliveryCursors, InstanceAdmission, InstanceTable, TableFull, pack_id
 from streaming.registry import Client, Registry
 
 
@@ -111,3 +111,18 @@ def test_registry_reports_instance_totals_through_its_admission(table: InstanceT
     assert stats["total_messages"] == 40 and stats["workers"] == 2
     registry.remove(clients[0].queue)
     assert registry.stats()["active_connections"] == 2
+
+
+def test_delivery_cursors_find_the_slowest_reading_worker(table: InstanceTable) -> None:
+    assert pack_id(1700000000000, 5) < pack_id(1700000000000, 6) < pack_id(1700000000001, 0)
+    fast = DeliveryCursors(table, table.claim(os.getpid()))
+    slow = DeliveryCursors(table, table.claim(os.getppid()))
+    assert fast.all_past(1, 0)  # nobody has read anything: nobody to wait for
+    fast.report(1700000000000, 9)
+    slow.report(1700000000000, 3)
+    assert slow.all_past(1700000000000, 3) and not fast.all_past(1700000000000, 4)
+    slow.clear()  # a worker that stopped reading is not waited for
+    assert fast.all_past(1700000000000, 9) and not fast.all_past(1700000000000, 10)
+    slow.report(1700000000000, 2)
+    table.release_pid(os.getppid())  # nor is one that exited
+    assert fast.all_past(1700000000000, 9)

@@ -13,7 +13,7 @@ from streaming.broker import BrokerUnavailable
 from streaming.events import Event
 from streaming.history import ReplayGap
 from streaming.ids import parse_id
-from streaming.redis_broker import STREAM_KEY, RedisBroker
+from streaming.redis_broker import DELIVERY_WAIT_SECONDS, PEER_SLACK, STREAM_KEY, RedisBroker
 from streaming.registry import Client, Registry
 from streaming.topics import TopicFilter
 from tests.support.redis import RedisServer
@@ -159,3 +159,63 @@ def test_stop_ends_the_reader_promptly(redis_server: RedisServer, brokers: list[
     broker.stop()
     assert not broker.running
     assert time.monotonic() - started < 1.5
+
+
+class TrailingPeers:
+    """Stands in for the host's other workers (streaming.instance.DeliveryCursors):
+    they have delivered nothing until ``catch_up``."""
+
+    def __init__(self) -> None:
+        self.caught_up = threading.Event()
+        self.asked = threading.Event()
+        self.reported: list[tuple[int, int]] = []
+
+    def report(self, ms: int, seq: int) -> None:
+        self.reported.append((ms, seq))
+
+    def clear(self) -> None:
+        self.reported.clear()
+
+    def all_past(self, ms: int, seq: int) -> bool:
+        self.asked.set()
+        return self.caught_up.is_set()
+
+
+@pytest.mark.timeout(30)
+def test_publish_waits_for_a_trailing_worker_beyond_the_slack(
+    redis_server: RedisServer, brokers: list[RedisBroker]
+) -> None:
+    broker, q = running_broker(brokers, redis_server)
+    peers = TrailingPeers()
+    broker.peers = peers
+    started = time.monotonic()
+    for n in range(PEER_SLACK):  # within the slack: not held
+        broker.publish("t", "m", str(n))
+    assert time.monotonic() - started < DELIVERY_WAIT_SECONDS / 2 and not peers.asked.is_set()
+    assert peers.reported and peers.reported[-1] == receive(q, PEER_SLACK)[-1].key  # own cursor shared
+    done = threading.Event()
+
+    def publish_held() -> None:
+        broker.publish("t", "m", "held")
+        done.set()
+
+    threading.Thread(target=publish_held, daemon=True).start()
+    assert peers.asked.wait(5)
+    assert not done.is_set()  # held while the other worker trails
+    peers.caught_up.set()
+    assert done.wait(5)
+    assert [e.data for e in receive(q, 1)] == ["held"]
+
+
+@pytest.mark.timeout(30)
+def test_the_wait_for_other_workers_is_bounded(redis_server: RedisServer, brokers: list[RedisBroker]) -> None:
+    broker, q = running_broker(brokers, redis_server)
+    broker.peers = TrailingPeers()  # never catches up (a stuck worker)
+    for n in range(PEER_SLACK):
+        broker.publish("t", "m", str(n))
+    started = time.monotonic()
+    broker.publish("t", "m", "late")
+    assert DELIVERY_WAIT_SECONDS * 0.9 <= time.monotonic() - started < DELIVERY_WAIT_SECONDS * 3
+    assert receive(q, PEER_SLACK + 1)[-1].data == "late"
+    broker.stop()
+    assert broker.peers.reported == []  # type: ignore[attr-defined]  # a stopped reader is not waited for
