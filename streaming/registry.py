@@ -300,8 +300,13 @@ class Registry:
         wrote = 0
         evict: list[Client] = []
         topic = event.topic
+        key = event.key
         for client in self.clients():
             if not client.topics.matches(topic):
+                continue
+            if client.last_key is not None and key <= client.last_key:
+                # Already sent: with Redis a stream's gap heal reads the stream
+                # itself and can run ahead of this worker's reader.
                 continue
             # Idle stream: write now instead of waking its greenlet (no
             # switch, no gunicorn write path; see streaming/direct.py).

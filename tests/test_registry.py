@@ -8,6 +8,8 @@ import threading
 import weakref
 from collections.abc import Callable
 
+import pytest
+
 from streaming.events import Event
 from streaming.registry import CAPACITY, CLIENT, EVICTED, KEEPALIVE, STALE, WAKE, Client, Registry
 from streaming.topics import TopicFilter
@@ -205,3 +207,32 @@ def test_stop_watching_runs_the_canceller_once_and_leaves_no_cycle() -> None:
 
 def _canceller_referring_to(target: Client, calls: list[Client]) -> Callable[[], None]:
     return lambda: calls.append(target)
+
+
+def test_fanout_skips_what_a_stream_already_sent() -> None:
+    """With Redis a gap heal reads the stream itself and can run ahead of the
+    worker's reader; the events it sent must not go out again when the reader
+    fans them out, directly or through the queue."""
+    import socket
+
+    reader, writer = socket.socketpair()
+    try:
+        writer.setblocking(False)
+        reader.setblocking(False)
+        registry = make_registry()
+        parked, busy = client(), client()
+        parked.direct, parked.parked = writer, True
+        for c in (parked, busy):
+            registry.admit(c)
+            c.last_key = event(5).key  # the heal replay wrote up to event 5
+        for n in (4, 5):
+            assert registry.fanout(event(n)) == 0
+        with pytest.raises(BlockingIOError):
+            reader.recv(65536)
+        assert busy.queue.empty()
+        newer = event(6)
+        assert registry.fanout(newer) == 2
+        assert reader.recv(65536) == newer.chunk and busy.queue.get_nowait() is newer
+    finally:
+        reader.close()
+        writer.close()
