@@ -25,6 +25,7 @@ from collections.abc import Callable, Generator, Iterable
 from typing import Any
 from urllib.parse import parse_qsl
 
+from streaming import views
 from streaming.registry import Client
 from streaming.service import StreamingService
 from streaming.topics import TopicFilter
@@ -61,8 +62,6 @@ class StreamFastPath:
             topics = TopicFilter([value for key, value in args if key == "topic"])
         except ValueError:
             return self.app(environ, start_response)  # the view words the 400
-        from streaming import views  # views imports Flask's request proxies
-
         svc = self.service
         if not svc.started:
             svc.start()  # outside gunicorn there is no post_worker_init

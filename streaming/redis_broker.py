@@ -200,17 +200,17 @@ class RedisBroker(RedisPublisher):
             with self._delivered:
                 self._delivered.wait_for(self._past(published.key), timeout=DELIVERY_WAIT_SECONDS)
             if self.peers is not None:
-                self._wait_for_peers(published.key, deadline)
+                self._wait_for_peers(self.peers, published.key, deadline)
         return published
 
-    def _wait_for_peers(self, key: Key, deadline: float) -> None:
+    def _wait_for_peers(self, peers: Peers, key: Key, deadline: float) -> None:
         # Wait for the publish PEER_SLACK before this one, not this one.
         older = self._published[0] if len(self._published) == PEER_SLACK else None
         self._published.append(key)
         if older is None:
             return
         ms, seq = older
-        while not self.peers.all_past(ms, seq) and self._up and time.monotonic() < deadline:  # type: ignore[union-attr]
+        while not peers.all_past(ms, seq) and self._up and time.monotonic() < deadline:
             time.sleep(PEER_POLL_SECONDS)
 
     def _past(self, key: Key) -> Any:
