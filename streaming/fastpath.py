@@ -10,7 +10,10 @@ Everything unusual goes to the Flask view, which stays the complete
 implementation: HEAD and OPTIONS, a request with a body, a non-ASCII query,
 a bad topic filter (its 400), a cross-origin request when CORS is
 configured, and every refusal (rendered by the view from the reason decided
-here, so admission runs once).
+here, so admission runs once). Flask's ``before_request`` hooks do not run
+here: today none applies to a plain ``GET /stream`` (the token guard spares
+reads, the body limit needs a body, CORS adds only ``Vary`` without an
+``Origin``); a new hook that must see streams has to be mirrored here.
 
 Under gunicorn's HTTP/1 worker the response head and the stream's first
 chunk leave in one ``send`` instead of two. That uses gunicorn's own
