@@ -15,7 +15,7 @@ import shutil
 import sys
 import tempfile
 
-from streaming.logs import gunicorn_logconfig
+from streaming.logs import LOGGER_CLASS, gunicorn_logconfig
 from streaming.settings import ConfigError, Settings
 
 try:
@@ -45,6 +45,7 @@ loglevel = _settings.log_level
 # Several instances may share a host (and the tests start many).
 control_socket_disable = True
 logconfig_dict = gunicorn_logconfig(_settings.log_level)
+logger_class = LOGGER_CLASS
 
 # Two descriptors can be needed per stream during shutdown; ask for enough.
 _soft, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)
