@@ -16,11 +16,9 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 import board
 import jobs
 import streaming
-from streaming import auth, cors, logs, metrics, openapi
-from streaming.fastpath import StreamFastPath
-from streaming.http import MAX_BODY_BYTES, install_body_limit, install_error_handlers
-from streaming.service import StreamingService
-from streaming.settings import Settings
+from server import auth, cors, logs, openapi
+from server.errors import MAX_BODY_BYTES, install_body_limit, install_error_handlers
+from server.settings import Settings
 
 
 def create_app(settings: Settings | None = None) -> Flask:
@@ -30,32 +28,23 @@ def create_app(settings: Settings | None = None) -> Flask:
 
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
-    service = StreamingService(settings)
-    app.extensions["jobstream"] = service
-    streaming.use(service)
-    app.wsgi_app = StreamFastPath(app.wsgi_app, service)  # type: ignore[method-assign]
-    if settings.trusted_proxies:
-        # Trust exactly that many hops of X-Forwarded-For/-Proto (nginx appends
-        # the peer address, so the right-most n entries are the ones proxies
-        # wrote); Host and prefix are never taken from headers.
-        n = settings.trusted_proxies
-        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=n, x_proto=n, x_host=0, x_port=0, x_prefix=0)  # type: ignore[method-assign]
     app.json.sort_keys = False  # type: ignore[attr-defined]
-
-    from streaming.admin import bp as admin_bp
-    from streaming.views import bp as streaming_bp
-
     # CORS first: a preflight must be answered before the token guard sees it.
     cors.init_app(app, settings.allowed_origins)
     install_body_limit(app)
     auth.init_app(app, settings.api_token)
-    app.register_blueprint(streaming_bp)
+    streaming.init_app(app, streaming.StreamingService(settings))
     board.init_app(app)
-    jobs.init_app(app, service)
-    app.register_blueprint(admin_bp)
-    metrics.init_app(app, service)
+    jobs.init_app(app, streaming.service_of(app))
     openapi.init_app(app)
     install_error_handlers(app)
+    if settings.trusted_proxies:
+        # Trust exactly that many hops of X-Forwarded-For/-Proto (nginx appends
+        # the peer address, so the right-most n entries are the ones proxies
+        # wrote); Host and prefix are never taken from headers. Outermost, so
+        # the stream fast path sees the client's address too.
+        n = settings.trusted_proxies
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=n, x_proto=n, x_host=0, x_port=0, x_prefix=0)  # type: ignore[method-assign]
     return app
 
 

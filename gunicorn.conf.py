@@ -1,7 +1,7 @@
 """gunicorn settings for Jobstream.
 
 Imported by the gunicorn master *before* gevent patches anything, so it
-imports only the standard library and ``streaming.settings`` (itself stdlib
+imports only the standard library and ``server.settings`` (itself stdlib
 only). The app is never preloaded: each worker imports it after patching.
 prometheus_client in particular is imported only inside hooks: it chooses
 single- or multi-process mode at import, from ``PROMETHEUS_MULTIPROC_DIR``,
@@ -15,8 +15,8 @@ import shutil
 import sys
 import tempfile
 
-from streaming.logs import LOGGER_CLASS, gunicorn_logconfig
-from streaming.settings import ConfigError, Settings
+from server.logs import LOGGER_CLASS, gunicorn_logconfig
+from server.settings import ConfigError, Settings
 
 try:
     _settings = Settings.from_env(os.environ)
@@ -36,7 +36,7 @@ preload_app = False
 # above the stream limit so /health, /events and refusals never queue
 # behind streams.
 worker_connections = _settings.max_connections + max(100, _settings.max_connections // 10)
-# Streams end themselves on SIGTERM (streaming.lifecycle); this is the
+# Streams end themselves on SIGTERM (streaming.ops.lifecycle); this is the
 # backstop for anything else.
 graceful_timeout = int(_settings.drain_seconds) + 15
 timeout = 30
@@ -56,7 +56,7 @@ if _want > _soft:
 
 # Stream limits and /health totals are per instance: with several workers
 # they live in a table the master shares with every worker it forks
-# (streaming/instance.py). Made in on_starting (and again after a HUP re-read
+# (streaming/scaleout/instance.py). Made in on_starting (and again after a HUP re-read
 # this file), never at import.
 _table = None
 
@@ -64,7 +64,7 @@ _table = None
 def _ensure_table():
     global _table
     if _table is None and workers > 1:
-        from streaming.instance import InstanceTable
+        from streaming.scaleout.instance import InstanceTable
 
         # Room for old and new workers side by side during a reload.
         _table = InstanceTable.create(rows=2 * workers + 8)
@@ -75,18 +75,18 @@ def on_reload(server):
 
 
 def post_worker_init(worker):
-    from streaming.lifecycle import post_worker_init as start
+    from streaming.ops.lifecycle import post_worker_init as start
 
     start(worker, _table)
 
 
 def worker_int(worker):
-    from streaming.lifecycle import worker_int as stop
+    from streaming.ops.lifecycle import worker_int as stop
 
     stop(worker)
 
 
-# -- Prometheus multiprocess files (streaming/metrics.py) ---------------------
+# -- Prometheus multiprocess files (streaming/ops/metrics.py) ---------------------
 
 _METRICS_DIR_ENV = "PROMETHEUS_MULTIPROC_DIR"
 _own_metrics_dir: list[str] = []  # the directory made here, removed on exit

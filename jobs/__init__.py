@@ -1,9 +1,11 @@
 """Jobs: a durable store, a runner, a JSON API, and every job change on the stream.
 
 ``init_app(app, service)`` wires the subsystem into an app: it builds the
-store and the runner, registers the blueprint and fills the service's hooks.
-Nothing starts there: the runner and the change feed start from
-``service.on_start`` (inside the gunicorn worker, after gevent patched).
+store and the runner, registers the blueprint, and registers with the
+streaming service (the snapshot and counts it shows, an observer that starts
+and stops the runner and the change feed, the job metrics). Nothing starts
+there: the runner and the feed start from the service's ``started`` hook
+(inside the gunicorn worker, after gevent patched).
 
 Handler modules only need the decorator::
 
@@ -24,7 +26,7 @@ if TYPE_CHECKING:
 
     from jobs.model import Job
     from jobs.store import JobStore
-    from streaming.service import StreamingService
+    from streaming import StreamingService
 
 __all__ = ["JobCancelled", "JobContext", "ParamsError", "handler", "init_app", "load_handlers"]
 
@@ -35,7 +37,7 @@ def load_handlers(modules: tuple[str, ...]) -> None:
     A module that cannot be imported stops start-up with a ``ConfigError``
     naming the variable, like any other bad setting.
     """
-    from streaming.settings import ConfigError
+    from server.settings import ConfigError
 
     importlib.import_module("jobs.builtin")
     for name in modules:
@@ -46,10 +48,12 @@ def load_handlers(modules: tuple[str, ...]) -> None:
 
 
 def init_app(app: Flask, service: StreamingService, store: JobStore | None = None) -> None:
-    from jobs.feed import ChangeFeed, publisher, snapshot
+    from jobs.feed import ChangeFeed, publisher
+    from jobs.metrics import JobMetrics
     from jobs.runner import Runner
-    from jobs.store import make_store
     from jobs.views import JobsExtension, bp
+    from jobs.wiring import JobsObserver, JobsView, make_store
+    from streaming import metrics_of
 
     settings = service.settings
     load_handlers(settings.jobs_handlers)
@@ -62,12 +66,9 @@ def init_app(app: Flask, service: StreamingService, store: JobStore | None = Non
     app.extensions["jobs"] = JobsExtension(store=store, runner=runner, handlers=registry, service=service)
     app.register_blueprint(bp)
 
-    service.snapshot = lambda client: snapshot(store, client.topics)
-    service.job_counts = store.counts
-    service.on_start.extend([feed.start, runner.start])
-    # Stop the runner first, so the jobs it marks interrupted are published
-    # by this process while the streams are still open.
-    service.on_shutdown.extend([runner.stop, feed.stop])
+    service.provide_jobs(JobsView(store))
+    service.observe(JobsObserver(runner, feed))
+    service.observe(JobMetrics(metrics_of(app), store.counts))
 
 
 def _timer(service: StreamingService) -> Callable[[Job], None]:

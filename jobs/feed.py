@@ -15,8 +15,7 @@ from collections.abc import Callable
 from typing import Any
 
 from jobs.store import MAX_PAGE, JobStore, Selection
-from streaming.service import StreamingService
-from streaming.topics import TopicFilter
+from streaming import StreamingService, TopicFilter
 
 log = logging.getLogger("jobstream.jobs")
 

@@ -1,6 +1,6 @@
 """``JobStore`` on Redis: one queue and one job table for every worker and host.
 
-Chosen by ``make_store`` when ``REDIS_URL`` is set. Layout (prefix ``jobstream:``):
+Chosen by ``jobs.wiring.make_store`` when ``REDIS_URL`` is set. Layout (prefix ``jobstream:``):
 
 * ``job:<id>`` - a hash per job: the ``Job`` fields (JSON for params and
   result; a missing field is ``None``), plus ``seq``, ``owner``, ``attempts``
@@ -41,8 +41,8 @@ from jobs.model import Job, new_job_id, now_ms
 from jobs.owners import Owner, is_alive
 from jobs.states import InvalidTransition, Status, check_transition
 from jobs.store import MAX_PAGE, JobNotFound, Page, Selection, decode_cursor, encode_cursor
-from streaming.broker import BrokerUnavailable
-from streaming.redis_broker import connect
+from streaming import BrokerUnavailable
+from streaming import redis_connect as connect
 
 PREFIX = "jobstream:"
 INTERRUPTED = "interrupted"

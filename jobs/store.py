@@ -22,7 +22,6 @@ from typing import Any, Protocol
 
 from jobs.model import Job
 from jobs.states import Status
-from streaming.settings import Settings
 
 MAX_PAGE = 500
 
@@ -134,14 +133,3 @@ def decode_cursor(cursor: str) -> int:
         return int(number)
     except ValueError:  # binascii.Error and UnicodeDecodeError are ValueErrors
         raise InvalidCursor(f"cursor {cursor!r} is not one this server issued") from None
-
-
-def make_store(settings: Settings) -> JobStore:
-    """Redis when ``REDIS_URL`` is set (shared by every worker and host), else SQLite at ``JOBS_DB``."""
-    if settings.redis_url:
-        from jobs.redis_store import RedisJobStore
-
-        return RedisJobStore(settings.redis_url)
-    from jobs.sqlite_store import SqliteJobStore
-
-    return SqliteJobStore(settings.jobs_db)

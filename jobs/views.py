@@ -1,7 +1,7 @@
 """The job API: ``POST /jobs``, ``GET /jobs``, ``GET /jobs/<id>``, ``POST /jobs/<id>/cancel``.
 
 Every client mistake is ``{"error": "..."}`` with a 4xx that names the field
-or parameter (``streaming.http``). A job is created and announced while this
+or parameter (``server.errors``). A job is created and announced while this
 process's runner holds off claiming, so a stream sees ``created`` before
 ``started``.
 """
@@ -20,9 +20,8 @@ from jobs.model import MAX_NAME_LENGTH
 from jobs.runner import Runner
 from jobs.states import InvalidTransition, Status, parse_status
 from jobs.store import MAX_PAGE, InvalidCursor, JobNotFound, JobStore
-from streaming.broker import BrokerUnavailable
-from streaming.http import fail, read_json_object, reject_unknown_fields
-from streaming.service import StreamingService
+from server.errors import fail, read_json_object, reject_unknown_fields
+from streaming import BrokerUnavailable, StreamingService, check_text, data_text
 
 bp = Blueprint("jobs", __name__)
 log = logging.getLogger("jobstream.jobs")
@@ -73,6 +72,12 @@ def create_job() -> tuple[Response, int, dict[str, str]]:
         name = job_type
     if not isinstance(name, str) or not name.strip() or len(name) > MAX_NAME_LENGTH:
         fail(400, f"name must be a non-empty string of at most {MAX_NAME_LENGTH} characters")
+    try:
+        # Everything here ends up in the job's events: it must be UTF-8 text.
+        check_text("name", name)
+        check_text("params", data_text(params))
+    except ValueError as exc:
+        fail(400, str(exc))
     with ext.runner.holding_claims():
         job = ext.store.create(job_type, name, params)
         try:

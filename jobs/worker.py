@@ -25,9 +25,9 @@ from typing import Any
 from jobs import load_handlers
 from jobs.handlers import registry
 from jobs.runner import Runner
-from jobs.store import make_store
-from streaming import logs
-from streaming.settings import ConfigError, Settings
+from jobs.wiring import make_store
+from server import logs
+from server.settings import ConfigError, Settings
 
 log = logging.getLogger("jobstream.jobs")
 
@@ -70,8 +70,7 @@ def _announcer(settings: Settings) -> Callable[[dict[str, Any]], None]:
     if not settings.redis_url:
         return lambda job: None
     from jobs.feed import EVENT, topic_of
-    from streaming.events import data_text
-    from streaming.redis_broker import RedisPublisher
+    from streaming import RedisPublisher, data_text
 
     stream = RedisPublisher(settings.redis_url, settings.history_size)
 

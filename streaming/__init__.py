@@ -1,58 +1,122 @@
-"""Jobstream's streaming core, and the original design's Python API.
+"""Jobstream's streaming core: events in, Server-Sent Events out.
 
-The functions below act on the service that ``create_app`` installed with
-``use``. Importing this package has no side effects: no thread, lock, queue
-or socket exists until an app is created.
+Sub-packages, each importing only those listed before it:
+
+* ``streaming.core`` - the wire format and the model: events, ids, topics,
+  history, the broker interface, the client registry and each stream's
+  writer. No Flask; sockets only through ``core.writer``.
+* ``streaming.scaleout`` - the Redis Stream broker and the table that the
+  workers of one gunicorn master share.
+* ``streaming.ops`` - one worker's service (registry + broker + cleanup +
+  shutdown), its observers, metrics and gunicorn hooks.
+* ``streaming.transport`` - HTTP: the stream generator, the routes, the fast
+  path in front of Flask and the hang-up watch.
+
+Everything may import ``server`` (app-wide settings, errors, logs); nothing
+here imports ``jobs`` or ``board``. Other packages use only the names below.
+Importing this package imports nothing else (``gunicorn.conf.py`` imports
+``streaming.scaleout.instance`` in the unpatched master), and nothing starts
+until an app is created.
 """
 
 from __future__ import annotations
 
-import queue
+import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from streaming.service import StreamingService
+    from flask import Flask
 
-__all__ = ["add_client", "broadcast", "current", "get_connection_stats", "remove_client", "shutdown", "use"]
+    from streaming.core.broker import BrokerUnavailable
+    from streaming.core.events import Event, check_text, data_text
+    from streaming.core.reasons import CloseReason, RefusalReason
+    from streaming.core.topics import TopicFilter
+    from streaming.ops.metrics import Metrics, metrics_of
+    from streaming.ops.observers import Observer
+    from streaming.ops.service import JobView, StreamingService
+    from streaming.scaleout.redis_broker import RedisPublisher
+    from streaming.scaleout.redis_broker import connect as redis_connect
+    from streaming.transport.views import init_app
 
-_service: StreamingService | None = None
+__all__ = [
+    "BrokerUnavailable",
+    "CloseReason",
+    "Event",
+    "JobView",
+    "Metrics",
+    "Observer",
+    "RedisPublisher",
+    "RefusalReason",
+    "StreamingService",
+    "TopicFilter",
+    "broadcast",
+    "check_text",
+    "data_text",
+    "get_connection_stats",
+    "init_app",
+    "metrics_of",
+    "redis_connect",
+    "service_of",
+]
+
+_LAZY = {
+    "BrokerUnavailable": ("streaming.core.broker", "BrokerUnavailable"),
+    "CloseReason": ("streaming.core.reasons", "CloseReason"),
+    "Event": ("streaming.core.events", "Event"),
+    "Observer": ("streaming.ops.observers", "Observer"),
+    "RedisPublisher": ("streaming.scaleout.redis_broker", "RedisPublisher"),
+    "RefusalReason": ("streaming.core.reasons", "RefusalReason"),
+    "StreamingService": ("streaming.ops.service", "StreamingService"),
+    "TopicFilter": ("streaming.core.topics", "TopicFilter"),
+    "check_text": ("streaming.core.events", "check_text"),
+    "data_text": ("streaming.core.events", "data_text"),
+    "init_app": ("streaming.transport.views", "init_app"),
+    "metrics_of": ("streaming.ops.metrics", "metrics_of"),
+    "Metrics": ("streaming.ops.metrics", "Metrics"),
+    "JobView": ("streaming.ops.service", "JobView"),
+    "redis_connect": ("streaming.scaleout.redis_broker", "connect"),
+}
+
+EXTENSION = "jobstream"
 
 
-def use(service: StreamingService | None) -> None:
-    """Make ``service`` the target of the module-level API."""
-    global _service
-    _service = service
+def __getattr__(name: str) -> Any:
+    # PEP 562: the public names load their module on first use, so importing
+    # ``streaming`` (or one of its sub-modules) drags nothing else in.
+    try:
+        module, attr = _LAZY[name]
+    except KeyError:
+        raise AttributeError(f"module 'streaming' has no attribute {name!r}") from None
+    value = getattr(importlib.import_module(module), attr)
+    globals()[name] = value
+    return value
 
 
-def current() -> StreamingService:
-    if _service is None:
-        raise RuntimeError("no Jobstream app: call app.create_app() first")
-    return _service
+def service_of(app: Flask | None = None) -> StreamingService:
+    """The streaming service of ``app`` (default: the current Flask app)."""
+    if app is None:
+        from flask import current_app
+
+        app = current_app
+    svc: StreamingService = app.extensions[EXTENSION]
+    return svc
 
 
-def add_client(client_queue: queue.Queue[Any], remote_addr: str, user_agent: str) -> bool:
-    """Register a client queue; ``False`` when at capacity (or draining)."""
-    from streaming.registry import Client
+def broadcast(topic: str, data: Any, event: str = "message", app: Flask | None = None) -> str:
+    """Publish one event from Python code inside a worker; returns its id.
 
-    return current().registry.admit(Client(queue=client_queue, remote_addr=remote_addr, user_agent=user_agent)) is None
+    The same path as ``POST /events`` (history, fan-out, Redis when set), so
+    ``topic`` and ``event`` must pass the same checks; raises ``ValueError``
+    naming the field otherwise, and ``BrokerUnavailable`` when Redis is down.
+    """
+    from streaming.core.events import check_event_name
+    from streaming.core.topics import check_topic
 
-
-def remove_client(client_queue: queue.Queue[Any]) -> None:
-    current().registry.remove(client_queue)
-
-
-def broadcast(message: Any) -> str:
-    """Publish ``{"topic", "event"?, "data"}`` (or an ``Event``-like object); returns its id."""
-    if isinstance(message, dict):
-        topic, event, data = message["topic"], message.get("event", "message"), message.get("data")
-    else:
-        topic, event, data = message.topic, message.event, message.data
-    return current().publish(topic, event, data).id
+    check_topic(topic)
+    check_event_name(event)
+    return service_of(app).publish(topic, event, data).id
 
 
-def get_connection_stats() -> dict[str, Any]:
-    return current().stats()
-
-
-def shutdown() -> None:
-    current().shutdown(drain_seconds=0)
+def get_connection_stats(app: Flask | None = None) -> dict[str, Any]:
+    """This worker's (or, with several workers, the instance's) stream counters."""
+    return service_of(app).stats()

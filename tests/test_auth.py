@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from app import create_app
-from streaming.auth import needs_token, token_matches
-from streaming.settings import Settings
+from server.auth import needs_token, token_matches
+from server.settings import Settings
 from tests.support.server import ServerProcess
 from tests.support.sse import SSEClient
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from streaming.ids import parse_id
+from streaming.core.ids import parse_id
 from tests.conftest import StartServer
 from tests.support.server import ServerProcess
 from tests.support.sse import SSEClient, SSEEvent

@@ -6,7 +6,7 @@ import httpx
 import pytest
 from httpx_sse import connect_sse
 
-from streaming.events import Event, data_text, encode, encode_comment
+from streaming.core.events import Event, data_text, encode, encode_comment
 from tests.support.server import ServerProcess
 from tests.support.sse import SSEClient
 

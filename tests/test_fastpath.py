@@ -1,4 +1,4 @@
-"""``GET /stream`` served in front of Flask (streaming/fastpath.py).
+"""``GET /stream`` served in front of Flask (streaming/transport/fastpath.py).
 
 The fast path must be invisible: every request gets what the Flask view
 would give it. The in-process tests run one request through the fast path
@@ -18,9 +18,9 @@ from flask import Flask
 from werkzeug.test import EnvironBuilder, run_wsgi_app
 
 from app import create_app
-from streaming.fastpath import StreamFastPath
-from streaming.service import StreamingService
-from streaming.settings import Settings
+from server.settings import Settings
+from streaming.ops.service import StreamingService
+from streaming.transport.fastpath import StreamFastPath
 from tests.support.server import ServerProcess
 
 Result = tuple[str, dict[str, str], bytes]

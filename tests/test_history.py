@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from streaming.events import Event
-from streaming.history import EXPIRED, UNKNOWN, History, ReplayGap, SqliteHistory
-from streaming.ids import IdGenerator, format_id, parse_id
-from streaming.topics import TopicFilter
+from streaming.core.events import Event
+from streaming.core.history import EXPIRED, UNKNOWN, History, ReplayGap, SqliteHistory
+from streaming.core.ids import IdGenerator, format_id, parse_id
+from streaming.core.topics import TopicFilter
 
 ALL = TopicFilter()
 

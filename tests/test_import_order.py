@@ -29,7 +29,7 @@ import app
 svc = app.app.extensions["jobstream"]
 assert isinstance(svc.registry._lock, type(gevent.lock.BoundedSemaphore())) or "gevent" in type(svc.registry._lock).__module__, type(svc.registry._lock)
 import queue
-from streaming.registry import Client
+from streaming.core.registry import Client
 print("ok")
 """
 

@@ -3,14 +3,23 @@
 from __future__ import annotations
 
 import os
-import queue
 import signal
 from collections.abc import Iterator
 
 import pytest
 
-from streaming.instance import CAPACITY, PER_IP, DeliveryCursors, InstanceAdmission, InstanceTable, TableFull, pack_id
-from streaming.registry import Client, Registry
+from streaming.core.client import Client
+from streaming.core.registry import Registry
+from streaming.core.topics import TopicFilter
+from streaming.scaleout.instance import (
+    CAPACITY,
+    PER_IP,
+    DeliveryCursors,
+    InstanceAdmission,
+    InstanceTable,
+    TableFull,
+    pack_id,
+)
 
 
 @pytest.fixture
@@ -103,13 +112,13 @@ def test_registry_reports_instance_totals_through_its_admission(table: InstanceT
         keepalive_seconds=5,
         admission=InstanceAdmission(table, mine, max_connections=3, max_per_ip=0),
     )
-    clients = [Client(queue=queue.Queue(), remote_addr="10.0.0.6", user_agent="t") for _ in range(3)]
+    clients = [Client.create(0, "10.0.0.6", "t", TopicFilter()) for _ in range(3)]
     assert [registry.admit(c) for c in clients] == [None, None, CAPACITY]
     stats = registry.stats()
     assert stats["active_connections"] == 3
     assert stats["accepted"] == 3 and stats["rejected"] == 1
     assert stats["total_messages"] == 40 and stats["workers"] == 2
-    registry.remove(clients[0].queue)
+    registry.remove(clients[0])
     assert registry.stats()["active_connections"] == 2
 
 

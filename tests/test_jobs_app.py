@@ -9,10 +9,10 @@ import pytest
 from flask import Flask
 
 from app import create_app
-from streaming.broker import BrokerUnavailable
-from streaming.events import Event
-from streaming.service import StreamingService
-from streaming.settings import ConfigError, Settings
+from server.settings import ConfigError, Settings
+from streaming.core.broker import BrokerUnavailable
+from streaming.core.events import Event
+from streaming.ops.service import StreamingService
 
 
 @pytest.fixture
@@ -27,11 +27,12 @@ def app(tmp_path: Path) -> Iterator[Flask]:
 
 def test_init_app_wires_hooks_but_starts_nothing(app: Flask) -> None:
     service: StreamingService = app.extensions["jobstream"]
-    assert service.snapshot is not None and service.job_counts is not None
+    assert service.jobs is not None
     jobs = app.extensions["jobs"]
-    assert jobs.runner.start in service.on_start and jobs.runner.stop in service.on_shutdown
+    for hook in ("started", "stopping"):  # the observer that starts and stops the runner
+        assert any(getattr(h.__self__, "runner", None) is jobs.runner for h in service.hooks.get(hook))
     assert app.extensions["jobs"].runner.running == {} and not service.started
-    assert service.job_counts()["total"] == 0
+    assert service.jobs.counts()["total"] == 0
 
 
 def test_broker_outage_refuses_the_job_with_503(app: Flask, monkeypatch: pytest.MonkeyPatch) -> None:

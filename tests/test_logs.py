@@ -13,8 +13,8 @@ from gunicorn.config import Config
 from gunicorn.glogging import Logger
 from pythonjsonlogger.json import JsonFormatter as LibraryFormatter
 
-from streaming.logformat import GunicornLogger, JsonFormatter
-from streaming.logs import FORMAT, RENAME
+from server.logformat import GunicornLogger, JsonFormatter
+from server.logs import FORMAT, RENAME
 from tests.support.server import ServerProcess
 from tests.support.sse import SSEClient
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import queue
 import signal
 import subprocess
 import sys
@@ -15,10 +14,11 @@ from prometheus_client import generate_latest, values
 from prometheus_client.parser import text_string_to_metric_families
 
 from app import create_app
-from streaming.metrics import Metrics
-from streaming.registry import Client
-from streaming.service import StreamingService
-from streaming.settings import Settings
+from server.settings import Settings
+from streaming.core.client import Client
+from streaming.core.topics import TopicFilter
+from streaming.ops.metrics import Metrics
+from streaming.ops.service import StreamingService
 from tests.conftest import StartServer
 from tests.support.server import ROOT, ServerProcess
 from tests.support.sse import SSEClient
@@ -58,7 +58,7 @@ def test_fanout_to_many_streams_touches_metrics_once_per_publish(
     # The hot-path rule: no metric call per event per client.
     app = create_app(Settings(jobs_db=str(tmp_path / "jobs.db"), history_size=0))
     svc: StreamingService = app.extensions["jobstream"]
-    clients = [Client(queue=queue.Queue(100), remote_addr=f"10.0.0.{n % 7}", user_agent="") for n in range(300)]
+    clients = [Client.create(100, f"10.0.0.{n % 7}", "", TopicFilter()) for n in range(300)]
     for client in clients:
         assert svc.registry.admit(client) is None
     updates: list[float] = []
@@ -71,7 +71,7 @@ def test_fanout_to_many_streams_touches_metrics_once_per_publish(
     monkeypatch.setattr(values.MutexValue, "inc", counting_inc)
     for n in range(20):
         svc.publish("hot", "message", n)
-    assert all(c.queue.qsize() == 20 for c in clients)
+    assert all(c.writer.queue.qsize() == 20 for c in clients)
     assert len(updates) <= 20 * 3  # published + histogram bucket and sum, per publish
     svc.job_finished("completed", 2.5)
     metrics: Metrics = app.extensions["jobstream.metrics"]

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from app import create_app
-from streaming.openapi import load
-from streaming.settings import Settings
+from server.openapi import load
+from server.settings import Settings
 from tests.conftest import StartServer
 from tests.support.server import ServerProcess
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from streaming.ids import parse_id
+from streaming.core.ids import parse_id
 from tests.support.server import ServerProcess
 from tests.support.sse import SSEClient, http_request
 

@@ -9,13 +9,15 @@ from collections.abc import Iterator
 
 import pytest
 
-from streaming.broker import BrokerUnavailable
-from streaming.events import Event
-from streaming.history import ReplayGap
-from streaming.ids import parse_id
-from streaming.redis_broker import DELIVERY_WAIT_SECONDS, PEER_SLACK, STREAM_KEY, RedisBroker
-from streaming.registry import Client, Registry
-from streaming.topics import TopicFilter
+from streaming.core.broker import BrokerUnavailable
+from streaming.core.client import Client
+from streaming.core.events import Event
+from streaming.core.history import ReplayGap
+from streaming.core.ids import parse_id
+from streaming.core.registry import Registry
+from streaming.core.topics import TopicFilter
+from streaming.core.writer import StreamWriter
+from streaming.scaleout.redis_broker import DELIVERY_WAIT_SECONDS, PEER_SLACK, STREAM_KEY, RedisBroker
 from tests.support.redis import RedisServer
 
 EVERYTHING = TopicFilter()
@@ -27,7 +29,7 @@ def make_registry() -> Registry:
 
 def listen(registry: Registry, topics: TopicFilter = EVERYTHING) -> queue.Queue[Event]:
     q: queue.Queue[Event] = queue.Queue(maxsize=1000)
-    assert registry.admit(Client(queue=q, remote_addr="10.0.0.1", user_agent="test", topics=topics)) is None
+    assert registry.admit(Client(StreamWriter(q), remote_addr="10.0.0.1", user_agent="test", topics=topics)) is None
     return q
 
 
@@ -162,7 +164,7 @@ def test_stop_ends_the_reader_promptly(redis_server: RedisServer, brokers: list[
 
 
 class TrailingPeers:
-    """Stands in for the host's other workers (streaming.instance.DeliveryCursors):
+    """Stands in for the host's other workers (streaming.scaleout.instance.DeliveryCursors):
     they have delivered nothing until ``catch_up``."""
 
     def __init__(self) -> None:

@@ -11,7 +11,7 @@ import pytest
 
 from jobs.redis_store import RedisJobStore
 from jobs.states import Status
-from streaming.broker import BrokerUnavailable
+from streaming.core.broker import BrokerUnavailable
 from tests.conftest import StartRedis
 from tests.support.redis import RedisServer
 

@@ -10,9 +10,15 @@ from collections.abc import Callable
 
 import pytest
 
-from streaming.events import Event
-from streaming.registry import CAPACITY, CLIENT, EVICTED, KEEPALIVE, STALE, WAKE, Client, Registry
-from streaming.topics import TopicFilter
+from streaming.core.client import Client
+from streaming.core.events import Event
+from streaming.core.reasons import CloseReason, RefusalReason
+from streaming.core.registry import Registry
+from streaming.core.topics import TopicFilter
+from streaming.core.writer import KEEPALIVE, WAKE, StreamWriter
+
+CAPACITY = RefusalReason.CAPACITY
+CLIENT, EVICTED, STALE = CloseReason.CLIENT, CloseReason.EVICTED, CloseReason.STALE
 
 
 class FakeClock:
@@ -29,9 +35,8 @@ def make_registry(clock: FakeClock | None = None, **kw: object) -> Registry:
 
 
 def client(buffer: int = 50, topics: tuple[str, ...] = (), ip: str = "10.0.0.1", now: float = 1000.0) -> Client:
-    return Client(
-        queue=queue.Queue(maxsize=buffer), remote_addr=ip, user_agent="t", topics=TopicFilter(topics), last_write=now
-    )
+    writer = StreamWriter(queue.Queue(maxsize=buffer), last_write=now)
+    return Client(writer, remote_addr=ip, user_agent="t", topics=TopicFilter(topics))
 
 
 def event(n: int, topic: str = "t") -> Event:
@@ -63,9 +68,9 @@ def test_remove_is_idempotent_and_counts_once() -> None:
     registry = make_registry()
     c = client()
     assert registry.admit(c) is None
-    c.events_sent = 7
-    assert registry.remove(c.queue) is c
-    assert registry.remove(c.queue) is None
+    c.writer.events_sent = 7
+    assert registry.remove(c) is True
+    assert registry.remove(c) is False
     stats = registry.stats()
     assert stats["active_connections"] == 0 and stats["closed_by_reason"][CLIENT] == 1
     assert stats["total_messages"] == 7
@@ -79,9 +84,9 @@ def test_fanout_respects_topics() -> None:
     registry.fanout(event(1, "jobs/a/b"))
     registry.fanout(event(2, "alerts"))
     registry.fanout(event(3, "alertsX"))
-    assert everything.queue.qsize() == 3
-    assert [jobs.queue.get_nowait().topic] == ["jobs/a/b"]
-    assert exact.queue.get_nowait().topic == "alerts" and exact.queue.empty()
+    assert everything.writer.queue.qsize() == 3
+    assert [jobs.writer.queue.get_nowait().topic] == ["jobs/a/b"]
+    assert exact.writer.queue.get_nowait().topic == "alerts" and exact.writer.queue.empty()
 
 
 def test_full_buffer_drops_flags_a_gap_then_evicts_after_send_timeout() -> None:
@@ -92,14 +97,14 @@ def test_full_buffer_drops_flags_a_gap_then_evicts_after_send_timeout() -> None:
     registry.admit(fast)
     for n in range(3):
         registry.fanout(event(n))
-    assert slow.gap and slow.dropped == 1 and slow.full_since == clock.now
+    assert slow.writer.gap and slow.writer.dropped == 1 and slow.writer.full_since == clock.now
     clock.now += 5.0
     registry.fanout(event(3))
-    assert registry.get(slow.queue) is not None  # not yet past the timeout
+    assert slow in registry  # not yet past the timeout
     clock.now += 0.1
     registry.fanout(event(4))
-    assert registry.get(slow.queue) is None and slow.closing == EVICTED
-    assert fast.queue.qsize() == 5  # the slow one delayed no one
+    assert slow not in registry and slow.closing == EVICTED
+    assert fast.writer.queue.qsize() == 5  # the slow one delayed no one
     assert registry.stats()["evicted"] == 1
 
 
@@ -114,11 +119,11 @@ def test_sweep_takes_the_time_as_an_argument() -> None:
     assert registry.sweep(clock.now + 1) == []
     removed = registry.sweep(clock.now + 6)
     assert removed == [(stuck, EVICTED)]
-    fine.last_write = clock.now + 60
+    fine.writer.last_write = clock.now + 60
     removed = registry.sweep(clock.now + 66)
     assert removed == [(quiet, STALE)]
-    assert stuck.queue.get_nowait() is not None
-    assert [quiet.queue.get_nowait() for _ in range(3)][-1] is WAKE  # the wake-up follows the events
+    assert stuck.writer.queue.get_nowait() is not None
+    assert [quiet.writer.queue.get_nowait() for _ in range(3)][-1] is WAKE  # the wake-up follows the events
     assert len(registry) == 1
 
 
@@ -128,9 +133,9 @@ def test_events_sent_total_is_exact_across_removals() -> None:
     for c in clients:
         registry.admit(c)
     for i, c in enumerate(clients):
-        c.events_sent = i
+        c.writer.events_sent = i
     for c in clients[:25]:
-        registry.remove(c.queue)
+        registry.remove(c)
     assert registry.stats()["total_messages"] == sum(range(50))
 
 
@@ -148,15 +153,15 @@ def test_keepalive_tick_marks_only_idle_streams() -> None:
     idle, busy, written = client(), client(), client()
     for c in (idle, busy, written):
         registry.admit(c)
-    busy.queue.put_nowait(event(1))  # has something to write anyway
-    written.last_write = clock.now + 25
+    busy.writer.queue.put_nowait(event(1))  # has something to write anyway
+    written.writer.last_write = clock.now + 25
     assert registry.keepalive(clock.now + 30, interval=30) == 1
-    assert idle.queue.get_nowait() is KEEPALIVE
-    assert busy.queue.qsize() == 1 and written.queue.empty()
+    assert idle.writer.queue.get_nowait() is KEEPALIVE
+    assert busy.writer.queue.qsize() == 1 and written.writer.queue.empty()
     # A second tick before the stream wrote does not pile up markers.
     registry.keepalive(clock.now + 31, interval=30)
     registry.keepalive(clock.now + 31, interval=30)
-    assert idle.queue.qsize() == 1
+    assert idle.writer.queue.qsize() == 1
 
 
 def test_direct_write_to_a_parked_stream_and_its_partial_and_full_cases() -> None:
@@ -167,20 +172,20 @@ def test_direct_write_to_a_parked_stream_and_its_partial_and_full_cases() -> Non
         writer.setblocking(False)
         registry = make_registry()
         c = client()
-        c.direct, c.parked = writer, True
+        c.writer.direct, c.writer.parked = writer, True
         registry.admit(c)
         small = event(1)
         assert registry.fanout(small) == 1
-        assert c.queue.empty() and c.last_key == small.key and c.events_sent == 1
+        assert c.writer.queue.empty() and c.writer.last_key == small.key and c.writer.events_sent == 1
         assert reader.recv(65536) == small.chunk  # one HTTP/1.1 chunk, framed once per event
         big = Event.create("1002-0", "t", "message", "x" * 4_000_000)  # more than the socket takes
         assert registry.fanout(big) == 1
-        assert c.pending and len(c.pending) < len(big.chunk)  # the rest waits for the generator
-        assert c.queue.get_nowait() is WAKE and not c.parked
-        c.parked = True  # (the generator sent the rest and parked again; the socket is still full)
+        assert c.writer.pending and len(c.writer.pending) < len(big.chunk)  # the rest waits for the generator
+        assert c.writer.queue.get_nowait() is WAKE and not c.writer.parked
+        c.writer.parked = True  # (the generator sent the rest and parked again; the socket is still full)
         blocked = event(3)
         assert registry.fanout(blocked) == 1
-        assert c.queue.get_nowait() is blocked and not c.parked  # queued: nothing written, order kept
+        assert c.writer.queue.get_nowait() is blocked and not c.writer.parked  # queued: nothing written, order kept
     finally:
         reader.close()
         writer.close()
@@ -190,7 +195,7 @@ def test_stop_watching_runs_the_canceller_once_and_leaves_no_cycle() -> None:
     c = client()
     calls: list[Client] = []
     c.unwatch = _canceller_referring_to(c, calls)  # as the hang-up watch's does
-    queue_ref = weakref.ref(c.queue)
+    queue_ref = weakref.ref(c.writer.queue)
     c.stop_watching()
     c.stop_watching()
     assert len(calls) == 1 and c.unwatch is None
@@ -221,18 +226,18 @@ def test_fanout_skips_what_a_stream_already_sent() -> None:
         reader.setblocking(False)
         registry = make_registry()
         parked, busy = client(), client()
-        parked.direct, parked.parked = writer, True
+        parked.writer.direct, parked.writer.parked = writer, True
         for c in (parked, busy):
             registry.admit(c)
-            c.last_key = event(5).key  # the heal replay wrote up to event 5
+            c.writer.last_key = event(5).key  # the heal replay wrote up to event 5
         for n in (4, 5):
             assert registry.fanout(event(n)) == 0
         with pytest.raises(BlockingIOError):
             reader.recv(65536)
-        assert busy.queue.empty()
+        assert busy.writer.queue.empty()
         newer = event(6)
         assert registry.fanout(newer) == 2
-        assert reader.recv(65536) == newer.chunk and busy.queue.get_nowait() is newer
+        assert reader.recv(65536) == newer.chunk and busy.writer.queue.get_nowait() is newer
     finally:
         reader.close()
         writer.close()

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from streaming.settings import ConfigError, Settings
+from server.settings import ConfigError, Settings
 from tests.support.server import ROOT
 
 

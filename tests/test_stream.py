@@ -137,7 +137,7 @@ def test_a_closed_tab_frees_its_slot_at_once_not_at_the_next_keepalive(start_ser
 
 @pytest.mark.timeout(30)
 def test_an_http_1_0_client_gets_unchunked_events(shared_server: ServerProcess) -> None:
-    # Events to an idle stream are written by the fan-out itself (streaming/direct.py):
+    # Events to an idle stream are written by the fan-out itself (streaming/core/writer.py):
     # HTTP/1.1 gets chunks, HTTP/1.0 the bare bytes, exactly as gunicorn frames them.
     with socket.create_connection(("127.0.0.1", shared_server.port), timeout=10) as sock:
         sock.sendall(b"GET /stream?topic=old HTTP/1.0\r\nHost: x\r\n\r\n")

@@ -1,6 +1,6 @@
-"""The log classes gunicorn and ``logging.config`` import by name (``streaming.logs``).
+"""The log classes gunicorn and ``logging.config`` import by name (``server.logs``).
 
-Kept apart from ``streaming.logs`` so that ``gunicorn.conf.py``, which imports
+Kept apart from ``server.logs`` so that ``gunicorn.conf.py``, which imports
 that module in the master, stays on the standard library.
 """
 

@@ -18,8 +18,8 @@ import os
 import signal
 from typing import Any
 
-from streaming.instance import DeliveryCursors, InstanceAdmission, InstanceTable
-from streaming.service import StreamingService
+from streaming.ops.service import StreamingService
+from streaming.scaleout.instance import DeliveryCursors, InstanceAdmission, InstanceTable
 
 log = logging.getLogger("jobstream.lifecycle")
 
@@ -38,16 +38,15 @@ def _service_of(worker: Any) -> StreamingService | None:
 
 def post_worker_init(worker: Any, table: InstanceTable | None = None) -> None:
     """Start the worker's service; with ``table`` (several workers) the stream
-    limits and /health totals are the instance's (``streaming.instance``)."""
+    limits and /health totals are the instance's (``streaming.scaleout.instance``)."""
     svc = _service_of(worker)
     if svc is None:
         return
     if table is not None:
         row = table.claim(os.getpid())
         settings = svc.settings
-        svc.share_limits(InstanceAdmission(table, row, settings.max_connections, settings.max_connections_per_ip))
-        if hasattr(svc.broker, "peers"):  # the Redis broker: wait for every worker's reader
-            svc.broker.peers = DeliveryCursors(table, row)
+        admission = InstanceAdmission(table, row, settings.max_connections, settings.max_connections_per_ip)
+        svc.share_limits(admission, DeliveryCursors(table, row))
     svc.start()
     tune_gc()
 

@@ -20,15 +20,17 @@ from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from streaming.broker import Broker, BrokerUnavailable
-from streaming.events import encode, encode_comment, encode_retry
-from streaming.history import ReplayGap
-from streaming.ids import Key, format_id, parse_id
-from streaming.registry import CLIENT, EVICTED, SHUTDOWN, STALE, WAKE, Client, Registry
-from streaming.registry import KEEPALIVE as KEEPALIVE_TICK
+from streaming.core.broker import Broker, BrokerUnavailable
+from streaming.core.client import Client
+from streaming.core.events import encode, encode_comment, encode_retry
+from streaming.core.history import ReplayGap
+from streaming.core.ids import Key, format_id, parse_id
+from streaming.core.reasons import NOT_KEEPING_UP, CloseReason
+from streaming.core.registry import Registry
+from streaming.core.writer import KEEPALIVE as KEEPALIVE_TICK
+from streaming.core.writer import WAKE
 
 KEEPALIVE = encode_comment("keepalive") + b"\n"
-UNAVAILABLE = "unavailable"  # a close reason: the broker could not serve replay or snapshot
 # A full queue is drained into one write; more would only delay the first.
 MAX_BATCH = 256
 MAX_WRITE_BYTES = 64 * 1024
@@ -56,10 +58,11 @@ def open_stream(
     start_key: Key | None,
 ) -> Generator[bytes, None, None]:
     """Yield the stream for a client that ``registry.admit`` already accepted."""
-    reason = CLIENT
+    reason = CloseReason.CLIENT
+    writer = client.writer
     try:
         opening = [encode_retry(options.retry_ms), encode_comment(f"connected {client.id}") + b"\n"]
-        # client.last_key: the newest id written (here or by a direct write);
+        # writer.last_key: the newest id written (here or by a direct write);
         # anything at or below it arriving later is a duplicate and skipped.
         heal_from = start_key  # where a gap is replayed from while nothing was sent
         sent = 0
@@ -69,7 +72,7 @@ def open_stream(
                 if key is None:
                     raise ReplayGap("malformed")
                 replayed = broker.replay(key, client.topics)
-                client.last_key = replayed[-1].key if replayed else key
+                writer.last_key = replayed[-1].key if replayed else key
                 opening.extend(e.wire for e in replayed)
                 sent += len(replayed)
                 _notify(options.on_replay, "reconnect")
@@ -83,28 +86,23 @@ def open_stream(
             opening.append(_snapshot(client, broker, options))
         for piece in _pieces(opening):
             yield piece
-            client.last_write = options.clock()
-        client.events_sent += sent
+            writer.last_write = options.clock()
+        writer.events_sent += sent
 
-        get, get_nowait = client.queue.get, client.queue.get_nowait
+        get, get_nowait, empty = writer.queue.get, writer.queue.get_nowait, writer.queue.empty
         while client.closing is None:
-            # Parked: from here until something is queued the fan-out writes
-            # events for this stream itself (no wake-up, streaming/direct.py).
-            # Under gevent nothing runs between this and get() blocking.
-            client.parked = client.direct is not None and not client.gap and client.queue.empty()
+            # Parked: until something is queued the fan-out writes events for
+            # this stream itself (no wake-up; streaming/core/writer.py).
+            writer.park()
             # No timeout: the cleanup daemon's keep-alive tick (or an event,
             # a shutdown, an eviction, a hang-up) is what wakes us.
             batch = [get()]
-            client.parked = False
-            if client.pending is not None:
-                # A direct write that only partly fit: its rest goes first,
-                # straight to the socket (it is already a framed chunk).
-                rest, client.pending = client.pending, None
-                client.sock.sendall(rest)
-                client.last_write = options.clock()
-            if batch[0] is KEEPALIVE_TICK and client.queue.empty():
+            writer.parked = False
+            if writer.pending is not None:
+                writer.flush_pending(options.clock())
+            if batch[0] is KEEPALIVE_TICK and empty():
                 yield KEEPALIVE
-                client.last_write = options.clock()
+                writer.last_write = options.clock()
                 continue
             try:
                 while len(batch) < MAX_BATCH:
@@ -112,13 +110,13 @@ def open_stream(
             except queue.Empty:
                 pass
             chunks: list[bytes] = []
-            if client.gap:
+            if writer.gap:
                 # The fan-out dropped events while the buffer was full. They
                 # are in history (appended before fan-out), so replay them now
                 # instead of leaving a hole. Checked after taking the batch so
                 # nothing in the batch is newer than what the replay returns.
-                client.gap = False
-                base = client.last_key or heal_from
+                writer.gap = False
+                base = writer.last_key or heal_from
                 try:
                     if base is None:
                         raise ReplayGap("overflow")
@@ -133,42 +131,39 @@ def open_stream(
                 if (
                     item is WAKE
                     or item is KEEPALIVE_TICK
-                    or (client.last_key is not None and item.key <= client.last_key)
+                    or (writer.last_key is not None and item.key <= writer.last_key)
                 ):
                     continue
                 chunks.append(item.wire)
-                client.last_key = item.key
+                writer.last_key = item.key
                 count += 1
             if len(chunks) == 1:  # the common case: one event per wake-up
                 yield chunks[0]
-                client.last_write = options.clock()
+                writer.last_write = options.clock()
             else:
                 for piece in _pieces(chunks):
                     yield piece
-                    client.last_write = options.clock()
-            client.events_sent += count
+                    writer.last_write = options.clock()
+            writer.events_sent += count
         reason = client.closing
-        if reason == SHUTDOWN:
+        if reason is CloseReason.SHUTDOWN:
             yield _farewell(client)
     except BrokerUnavailable:
         # Replay or the snapshot needs Redis, which is down. End politely: the
         # browser retries later with the same Last-Event-ID and loses nothing
         # (a reset here would throw its position away).
-        reason = UNAVAILABLE
+        reason = CloseReason.UNAVAILABLE
         yield encode_retry(options.retry_ms) + encode_comment("broker unavailable, retry later") + b"\n"
     except GeneratorExit:
-        reason = client.closing or CLIENT
+        reason = client.closing or CloseReason.CLIENT
         raise
     finally:
         client.stop_watching()
-        registry.remove(client.queue, reason)
-        if reason not in (CLIENT, EVICTED, STALE) and client.sock is not None:
+        registry.remove(client, reason)
+        if reason is not CloseReason.CLIENT and reason not in NOT_KEEPING_UP:
             # The server ended this stream: refuse a follow-up request on the
             # same connection so the client sees EOF right after the last chunk.
-            try:
-                client.sock.shutdown(socket.SHUT_RD)
-            except OSError:
-                pass  # the peer already closed
+            writer.shut_down(socket.SHUT_RD)
 
 
 def _pieces(chunks: list[bytes]) -> Iterator[bytes]:

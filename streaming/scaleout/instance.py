@@ -37,6 +37,8 @@ import tempfile
 from collections.abc import Iterator, Mapping
 from typing import Any
 
+from streaming.core.reasons import RefusalReason
+
 # Row header: int64 fields, in this order.
 FIELDS = ("pid", "active", "accepted", "rejected", "evicted", "stale", "total_messages", "dropped")
 _PID, _ACTIVE = 0, 1
@@ -50,10 +52,8 @@ _SEQ_BITS = 22
 SKETCH_DEPTH = 2
 SKETCH_WIDTH = 4096
 
-# The registry's refusal reasons (streaming.registry imports more than the
-# master may; these strings are the contract).
-CAPACITY = "capacity"
-PER_IP = "per_ip"
+CAPACITY = RefusalReason.CAPACITY
+PER_IP = RefusalReason.PER_IP
 
 
 class TableFull(RuntimeError):
@@ -135,7 +135,7 @@ class InstanceTable:
 
     # -- admission --------------------------------------------------------------
 
-    def try_admit(self, row: int, ip: str, max_connections: int, max_per_ip: int) -> str | None:
+    def try_admit(self, row: int, ip: str, max_connections: int, max_per_ip: int) -> RefusalReason | None:
         """Sum, check and count a new stream of ``row`` atomically across workers."""
         buckets = _buckets(ip)
         with self.locked():
@@ -254,7 +254,7 @@ class InstanceAdmission:
         self.max_connections = max_connections
         self.max_per_ip = max_per_ip
 
-    def try_admit(self, ip: str) -> str | None:
+    def try_admit(self, ip: str) -> RefusalReason | None:
         return self.table.try_admit(self.row, ip, self.max_connections, self.max_per_ip)
 
     def release(self, ip: str) -> None:

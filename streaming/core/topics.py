@@ -7,10 +7,35 @@ starts with what precedes it, at any depth (``jobs/*`` matches ``jobs/a`` and
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
+from typing import Any
+
+from streaming.core.events import check_text
 
 MAX_PATTERNS = 50
 MAX_PATTERN_LENGTH = 200
+
+
+_CONTROL = re.compile(r"[\r\n\0]")
+
+
+def check_topic(topic: Any) -> str:
+    """A topic an event may be published on; ``ValueError`` naming the rule otherwise."""
+    if not isinstance(topic, str) or not topic.strip():
+        raise ValueError("topic must be a non-empty string")
+    if len(topic) > MAX_PATTERN_LENGTH or _CONTROL.search(topic) or "*" in topic:
+        raise ValueError(f"topic must be at most {MAX_PATTERN_LENGTH} characters without '*', CR, LF or NUL")
+    return check_text("topic", topic)
+
+
+def check_pattern(pattern: str) -> str:
+    """A ``topic=`` filter pattern: the rules of a topic, plus a trailing ``*``."""
+    if len(pattern) > MAX_PATTERN_LENGTH:
+        raise ValueError(f"topic pattern longer than {MAX_PATTERN_LENGTH} characters")
+    if _CONTROL.search(pattern):
+        raise ValueError("topic pattern may not contain CR, LF or NUL")
+    return check_text("topic pattern", pattern)
 
 
 class TopicFilter:
@@ -21,8 +46,7 @@ class TopicFilter:
         if len(self.patterns) > MAX_PATTERNS:
             raise ValueError(f"at most {MAX_PATTERNS} topic patterns per stream")
         for pattern in self.patterns:
-            if len(pattern) > MAX_PATTERN_LENGTH:
-                raise ValueError(f"topic pattern longer than {MAX_PATTERN_LENGTH} characters")
+            check_pattern(pattern)
         self.exact = frozenset(p for p in self.patterns if not p.endswith("*"))
         self.prefixes = tuple(p[:-1] for p in self.patterns if p.endswith("*"))
         # "*" alone (an empty prefix) is the same as no filter.

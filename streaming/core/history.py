@@ -17,9 +17,9 @@ import sqlite3
 import threading
 from collections.abc import Iterable
 
-from streaming.events import Event
-from streaming.ids import Key, format_id
-from streaming.topics import TopicFilter
+from streaming.core.events import Event
+from streaming.core.ids import Key, format_id
+from streaming.core.topics import TopicFilter
 
 EXPIRED = "expired"
 UNKNOWN = "unknown"

@@ -18,8 +18,8 @@ import threading
 import time
 from collections.abc import Callable
 
-from streaming.background import Background
-from streaming.registry import Registry
+from server.background import Background
+from streaming.core.registry import Registry
 
 log = logging.getLogger("jobstream.cleanup")
 
@@ -58,8 +58,8 @@ class Cleaner:
                     "client_id": client.id,
                     "ip": client.remote_addr,
                     "reason": reason,
-                    "seconds_since_write": round(now - client.last_write, 3),
-                    "queue_depth": client.queue.qsize(),
+                    "seconds_since_write": round(now - client.writer.last_write, 3),
+                    "queue_depth": client.writer.queue.qsize(),
                 },
             )
         if self.extra is not None:

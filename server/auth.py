@@ -21,7 +21,7 @@ import logging
 
 from flask import Flask, Response, request
 
-from streaming.http import error_response
+from server.errors import error_response
 
 log = logging.getLogger("jobstream.auth")
 

@@ -12,8 +12,8 @@ import sys
 from typing import Any
 
 # Named by string: imported by logging.config in the worker, or by gunicorn.
-FORMATTER = "streaming.logformat.JsonFormatter"
-LOGGER_CLASS = "streaming.logformat.GunicornLogger"
+FORMATTER = "server.logformat.JsonFormatter"
+LOGGER_CLASS = "server.logformat.GunicornLogger"
 FORMAT = "%(asctime)s %(levelname)s %(name)s %(process)d %(message)s"
 RENAME = {"asctime": "time", "levelname": "level", "name": "logger", "process": "pid"}
 
@@ -51,7 +51,7 @@ def configure(level: str) -> None:
     logger.setLevel(level.upper())
     if logging.getLogger().handlers or logger.handlers:
         return
-    from streaming.logformat import JsonFormatter
+    from server.logformat import JsonFormatter
 
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter(FORMAT, rename_fields=RENAME))

@@ -1,7 +1,7 @@
 """The Redis Stream broker: one event log for every worker and every host.
 
 * ``publish`` is ``XADD jobstream:events MAXLEN ~ N * topic .. event .. data ..``;
-  Redis assigns the entry id and that id is the SSE ``id`` (``streaming.ids``
+  Redis assigns the entry id and that id is the SSE ``id`` (``streaming.core.ids``
   follows the same ``<ms>-<seq>`` rule). Publishing does not fan out: every
   worker, the publisher's included, gets the event from its reader, so all of
   them deliver in the stream's order.
@@ -30,7 +30,7 @@ A timed-out ``XADD`` may still be applied once Redis resumes, so a 503 means
 "not confirmed", not "certainly dropped". After the reader has seen Redis
 fail, publish and replay raise ``BrokerUnavailable`` at once until it
 reconnects; a stream that needed replay then ends with ``retry:`` and keeps
-its ``Last-Event-ID`` for the next attempt (``streaming.stream``).
+its ``Last-Event-ID`` for the next attempt (``streaming.transport.stream``).
 
 The connection pool is made on first use inside the worker, after gevent
 patched sockets; nothing here runs at import or in the gunicorn master.
@@ -40,7 +40,6 @@ from __future__ import annotations
 
 import collections
 import logging
-import queue
 import threading
 import time
 from typing import Any, Protocol
@@ -49,13 +48,13 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from streaming.background import Background
-from streaming.broker import BrokerUnavailable
-from streaming.events import Event
-from streaming.history import EXPIRED, UNKNOWN, ReplayGap
-from streaming.ids import Key, format_id, parse_id
-from streaming.registry import WAKE, Registry
-from streaming.topics import TopicFilter
+from server.background import Background
+from streaming.core.broker import BrokerUnavailable
+from streaming.core.events import Event
+from streaming.core.history import EXPIRED, UNKNOWN, ReplayGap
+from streaming.core.ids import Key, format_id, parse_id
+from streaming.core.registry import Registry
+from streaming.core.topics import TopicFilter
 
 log = logging.getLogger("jobstream.redis")
 
@@ -92,7 +91,7 @@ def connect(url: str) -> redis.Redis:
 
 
 class Peers(Protocol):
-    """The other workers of this host (``streaming.instance.DeliveryCursors``)."""
+    """The other workers of this host (``streaming.scaleout.instance.DeliveryCursors``)."""
 
     def report(self, ms: int, seq: int) -> None: ...
     def clear(self) -> None: ...
@@ -149,9 +148,13 @@ class RedisBroker(RedisPublisher):
         self._last: Key | None = None
         self._reader = Background("jobstream-redis", self._read)
         self._delivered = threading.Condition()
-        # Set by the gunicorn hook when several workers share a host.
+        # The host's other workers (``attach_peers``), when there are several.
         self.peers: Peers | None = None
         self._published: collections.deque[Key] = collections.deque(maxlen=PEER_SLACK)
+
+    def attach_peers(self, peers: Peers) -> None:
+        """Wait for the host's other workers too (back-pressure across workers)."""
+        self.peers = peers
 
     # -- lifecycle ------------------------------------------------------------
 
@@ -335,11 +338,7 @@ class RedisBroker(RedisPublisher):
         if info.get("entries-added", 0) > info.get("length", 0) and first is not None and first > cursor:
             log.warning("reader fell behind the stream's trim", extra={"event": "reader_gap", "cursor": self._cursor})
             for client in self.registry.clients():
-                client.gap = True
-                try:
-                    client.queue.put_nowait(WAKE)
-                except queue.Full:
-                    pass  # a full queue wakes its generator anyway
+                client.writer.mark_gap()
 
 
 def _event(entry_id: str, fields: dict[str, str]) -> Event | None:

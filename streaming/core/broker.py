@@ -8,13 +8,13 @@ its place for several workers and hosts.
 from __future__ import annotations
 
 import threading
-from typing import Protocol
+from typing import Any, Protocol
 
-from streaming.events import Event
-from streaming.history import History, SqliteHistory
-from streaming.ids import IdGenerator, Key, format_id
-from streaming.registry import Registry
-from streaming.topics import TopicFilter
+from streaming.core.events import Event
+from streaming.core.history import History, SqliteHistory
+from streaming.core.ids import IdGenerator, Key, format_id
+from streaming.core.registry import Registry
+from streaming.core.topics import TopicFilter
 
 
 class BrokerUnavailable(Exception):
@@ -28,6 +28,11 @@ class Broker(Protocol):
 
     def publish(self, topic: str, event: str, data: str) -> Event:
         """Assign an id, record in history, deliver to local clients. Thread-safe."""
+        ...
+
+    def attach_peers(self, peers: Any) -> None:
+        """Other workers of this host whose delivery a publish waits for
+        (``streaming.scaleout.instance.DeliveryCursors``); ignored in-process."""
         ...
 
     def replay(self, after: Key, topics: TopicFilter) -> list[Event]:
@@ -67,6 +72,9 @@ class MemoryBroker:
     def stop(self) -> None:
         if self._store is not None:
             self._store.close()
+
+    def attach_peers(self, peers: Any) -> None:
+        pass  # one process: nobody else to wait for
 
     def publish(self, topic: str, event: str, data: str) -> Event:
         with self._lock:

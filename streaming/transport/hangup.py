@@ -15,7 +15,9 @@ import socket
 from collections.abc import Callable
 from typing import Any
 
-from streaming.registry import CLIENT, Client
+from streaming.core.client import Client
+from streaming.core.reasons import CloseReason
+from streaming.core.writer import gevent_patched
 
 Cancel = Callable[[], None]
 _READ = 1  # libev EV_READ
@@ -57,17 +59,9 @@ class _Watch:
         # keep-alive writes stay the detector for it.
         self.cancel()
         if not pending:
-            self.client.close(CLIENT)
+            self.client.close(CloseReason.CLIENT)
 
     def cancel(self) -> None:
         # Idempotent: called by the watch itself and when the stream ends.
         if self.watcher.active:
             self.watcher.stop()
-
-
-def gevent_patched() -> bool:
-    try:
-        from gevent import monkey
-    except ImportError:
-        return False
-    return bool(monkey.is_module_patched("socket"))

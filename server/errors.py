@@ -12,8 +12,6 @@ from typing import Any, NoReturn
 from flask import Flask, Request, Response, jsonify, request
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
-from streaming.broker import BrokerUnavailable
-
 MAX_BODY_BYTES = 64 * 1024
 UNAVAILABLE_RETRY_SECONDS = 5
 
@@ -102,11 +100,6 @@ def install_error_handlers(app: Flask) -> None:
     @app.errorhandler(ApiError)
     def _api_error(exc: ApiError) -> Response:
         return error_response(exc.status, exc.message, exc.headers, **exc.extra)
-
-    @app.errorhandler(BrokerUnavailable)
-    def _unavailable(exc: BrokerUnavailable) -> Response:
-        # Redis (events or the job store) is unreachable: say so, and when to retry.
-        return error_response(503, f"service unavailable: {exc}", {"Retry-After": str(UNAVAILABLE_RETRY_SECONDS)})
 
     @app.errorhandler(HTTPException)
     def _http_error(exc: HTTPException) -> Response:

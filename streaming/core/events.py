@@ -19,6 +19,33 @@ _LINE_BREAK = re.compile(r"\r\n|\r|\n")
 _NEWLINE = re.compile(r"[\r\n]")
 
 
+MAX_EVENT_NAME = 100
+_BAD_NAME = re.compile(r"[\r\n\0]")
+
+
+def check_text(field: str, value: str) -> str:
+    """``value`` unless it cannot be UTF-8 (a lone surrogate, such as JSON's ``"\\ud800"``)."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError(f"{field} contains a lone surrogate (not valid Unicode text)") from None
+    return value
+
+
+def check_event_name(event: Any) -> str:
+    """An ``event:`` name a publisher may use; ``ValueError`` naming the rule otherwise."""
+    if not isinstance(event, str) or not event or len(event) > MAX_EVENT_NAME or _BAD_NAME.search(event):
+        raise ValueError(
+            f"event must be a non-empty string of at most {MAX_EVENT_NAME} characters without CR, LF or NUL"
+        )
+    return check_text("event", event)
+
+
+def check_data(data: Any) -> str:
+    """An event's ``data`` as wire text; ``ValueError`` when it cannot be encoded."""
+    return check_text("data", data_text(data))
+
+
 def data_text(data: Any) -> str:
     """What an event's ``data`` becomes on the wire: text as-is, JSON otherwise."""
     if isinstance(data, str):
@@ -76,12 +103,12 @@ class Event:
     key: tuple[int, int]
     wire: bytes = field(repr=False)
     # The same bytes framed as one HTTP/1.1 chunk, for writes that bypass
-    # gunicorn (streaming/direct.py); built once per event like ``wire``.
+    # gunicorn (streaming/core/writer.py); built once per event like ``wire``.
     chunk: bytes = field(repr=False, default=b"")
 
     @classmethod
     def create(cls, id: str, topic: str, event: str, data: str) -> Event:
-        from streaming.ids import parse_id
+        from streaming.core.ids import parse_id
 
         key = parse_id(id)
         if key is None:

@@ -11,21 +11,39 @@ import logging
 import random
 import threading
 import time
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Iterator
+from typing import Any, Protocol
 
-from streaming.background import Background
-from streaming.broker import Broker, MemoryBroker
-from streaming.cleanup import Cleaner
-from streaming.events import Event, data_text
-from streaming.history import SqliteHistory
-from streaming.registry import SHUTDOWN, Admission, Client, Registry
-from streaming.settings import Settings
+from server.background import Background
+from server.settings import Settings
+from streaming.core.broker import Broker, MemoryBroker
+from streaming.core.client import Client
+from streaming.core.events import Event, data_text
+from streaming.core.history import SqliteHistory
+from streaming.core.reasons import NOT_KEEPING_UP, CloseReason, RefusalReason
+from streaming.core.registry import Admission, Registry
+from streaming.core.topics import TopicFilter
+from streaming.ops.cleanup import Cleaner
+from streaming.ops.observers import Hooks, Observer
 
 log = logging.getLogger("jobstream.streaming")
 
 # How often a worker copies its counters to the instance table.
 STATS_COPY_SECONDS = 1.0
+
+
+class JobView(Protocol):
+    """What streams need to know about jobs (provided by the jobs package)."""
+
+    statuses: tuple[str, ...]  # every job status, for /health
+
+    def snapshot(self, topics: TopicFilter) -> dict[str, Any]:
+        """The ``event: snapshot`` body for a stream with these topics."""
+        ...
+
+    def counts(self) -> dict[str, int]:
+        """Jobs by status, and ``total``, for ``/health``."""
+        ...
 
 
 class StreamingService:
@@ -35,42 +53,44 @@ class StreamingService:
         self.settings = settings
         self.clock = clock
         self.started_at = time.time()
+        self.hooks = Hooks()
         self.registry = Registry(
             max_connections=settings.max_connections,
             send_timeout_seconds=settings.send_timeout_seconds,
             keepalive_seconds=settings.keepalive_seconds,
             max_connections_per_ip=settings.max_connections_per_ip,
             clock=clock,
+            on_admit=self._admitted,
             on_close=self._closed,
         )
         self.broker: Broker = broker or _make_broker(settings, self.registry)
         self.cleaner = Cleaner(
             self.registry, settings.cleanup_seconds, clock, keepalive_seconds=settings.keepalive_seconds
         )
-        # Filled in by the jobs package: the snapshot a stream starts with and
-        # the job counts in /health.
-        self.snapshot: Callable[[Client], Any] | None = None
-        self.job_counts: Callable[[], dict[str, int]] | None = None
-        self.on_start: list[Callable[[], None]] = []
-        self.on_shutdown: list[Callable[[], None]] = []
-        # Observers (metrics): called once per stream closed, per publish
-        # (with its duration in seconds), per replay and per reset; never per
-        # event per client.
-        self.close_hooks: list[Callable[[Client, str], None]] = [_log_closed]
-        self.publish_hooks: list[Callable[[Event, float], None]] = []
-        self.on_replay: Callable[[str], None] | None = None
-        self.on_reset: Callable[[str], None] | None = None
-        # Called by the jobs package once per job reaching a final status.
-        self.job_finished_hooks: list[Callable[[str, float], None]] = []
+        self.jobs: JobView | None = None
         self._lock = threading.Lock()
         self._started = False
         self.shutting_down = False
         self._stats_copier = Background("jobstream-instance-stats", self._copy_stats)
+        self.observe(_CloseLog())
 
-    def share_limits(self, admission: Admission) -> None:
-        """Let ``admission`` decide capacity for the whole instance (before ``start``)."""
+    # -- registration -----------------------------------------------------
+
+    def observe(self, observer: Observer) -> None:
+        """Register ``observer`` (``streaming.ops.observers``), before ``start``."""
+        self.hooks.add(observer)
+
+    def provide_jobs(self, jobs: JobView) -> None:
+        """The jobs package: the snapshot streams start with, and /health's counts."""
+        self.jobs = jobs
+
+    def share_limits(self, admission: Admission, peers: Any = None) -> None:
+        """Let ``admission`` decide capacity for the whole instance, and make a
+        publish wait for the host's other workers (``peers``); before ``start``."""
         self.registry.admission = admission
-        self.on_start.append(self._stats_copier.start)
+        if peers is not None:
+            self.broker.attach_peers(peers)
+        self.observe(_StatsCopier(self._stats_copier))
 
     def _copy_stats(self, stop: threading.Event) -> None:
         # Other workers read this worker's message counts from the shared
@@ -78,29 +98,39 @@ class StreamingService:
         while not stop.wait(STATS_COPY_SECONDS):
             self.registry.stats()
 
-    # -- the spec's API ------------------------------------------------------
+    # -- events and what observers hear -------------------------------------
 
     def publish(self, topic: str, event: str, data: Any) -> Event:
         text = data_text(data)
         started = time.perf_counter()
         published = self.broker.publish(topic, event, text)
-        if self.publish_hooks:
-            elapsed = time.perf_counter() - started
-            for hook in self.publish_hooks:
-                hook(published, elapsed)
+        if self.hooks.get("published"):
+            self.hooks.call("published", published, time.perf_counter() - started)
         return published
 
     def job_finished(self, status: str, seconds: float) -> None:
         """A job reached ``status`` (completed, cancelled, error) after running ``seconds``."""
-        for hook in self.job_finished_hooks:
-            hook(status, seconds)
+        self.hooks.call("job_finished", status, seconds)
 
-    def _closed(self, client: Client, reason: str) -> None:
-        for hook in self.close_hooks:
-            hook(client, reason)
+    def replayed(self, trigger: str) -> None:
+        self.hooks.call("replayed", trigger)
+
+    def reset(self, reason: str) -> None:
+        self.hooks.call("reset", reason)
+
+    def _admitted(self, client: Client, refused: RefusalReason | None) -> None:
+        self.hooks.call("admitted", client, refused)
+
+    def _closed(self, client: Client, reason: CloseReason) -> None:
+        self.hooks.call("closed", client, reason)
 
     def stats(self) -> dict[str, Any]:
         return self.registry.stats()
+
+    def client_infos(self) -> Iterator[dict[str, Any]]:
+        """One dict per open stream of this worker (``GET /admin/clients``)."""
+        now = self.clock()
+        return (client.info(now) for client in self.registry.clients())
 
     # -- lifecycle -------------------------------------------------------------
 
@@ -111,14 +141,10 @@ class StreamingService:
             self._started = True
         self.broker.start()
         self.cleaner.start()
-        for hook in self.on_start:
-            # A hook that fails (e.g. Redis down while this worker boots) must
-            # not stop the worker from serving streams: gunicorn would take a
-            # failed boot as fatal and stop the whole instance.
-            try:
-                hook()
-            except Exception:
-                log.exception("start hook failed", extra={"event": "start_hook_failed"})
+        # A hook that fails (e.g. Redis down while this worker boots) must
+        # not stop the worker from serving streams: gunicorn would take a
+        # failed boot as fatal and stop the whole instance.
+        self.hooks.call("started")
         log.info("worker started", extra={"event": "worker_started", "settings": self.settings.public()})
 
     @property
@@ -148,11 +174,7 @@ class StreamingService:
         log.info(
             "shutdown: closing streams", extra={"event": "shutdown", "streams": len(clients), "drain_seconds": window}
         )
-        for hook in self.on_shutdown:
-            try:
-                hook()
-            except Exception:
-                log.exception("shutdown hook failed")
+        self.hooks.call("stopping")
         self.cleaner.stop()
         if window > 0 and len(clients) > 1:
             closer = threading.Thread(
@@ -162,13 +184,13 @@ class StreamingService:
             if wait:
                 closer.join(window + 1)
         else:
-            self.registry.close_all(SHUTDOWN, self.reconnect_delay_ms, clients)
+            self.registry.close_all(CloseReason.SHUTDOWN, self.reconnect_delay_ms, clients)
 
     def _close_spread(self, clients: list[Client], window: float) -> None:
         step = window / len(clients)
         stop = threading.Event()
         for i, client in enumerate(clients):
-            client.close(SHUTDOWN, self.reconnect_delay_ms())
+            client.close(CloseReason.SHUTDOWN, self.reconnect_delay_ms())
             if i + 1 < len(clients):
                 stop.wait(step)
 
@@ -187,7 +209,7 @@ class StreamingService:
 def _make_broker(settings: Settings, registry: Registry) -> Broker:
     """``REDIS_URL`` set: the Redis Stream; unset: in-process fan-out + SQLite."""
     if settings.redis_url:
-        from streaming.redis_broker import RedisBroker
+        from streaming.scaleout.redis_broker import RedisBroker
 
         return RedisBroker(
             registry, settings.redis_url, settings.history_size, fanout_run=max(1, settings.client_buffer // 2)
@@ -196,18 +218,29 @@ def _make_broker(settings: Settings, registry: Registry) -> Broker:
     return MemoryBroker(registry, settings.history_size, store)
 
 
-def _log_closed(client: Client, reason: str) -> None:
-    level = logging.WARNING if reason in ("evicted", "stale") else logging.INFO
-    log.log(
-        level,
-        "stream closed",
-        extra={
-            "event": "stream_closed",
-            "client_id": client.id,
-            "ip": client.remote_addr,
-            "reason": reason,
-            "duration_seconds": round(time.monotonic() - client.connected_mono, 3),
-            "events_sent": client.events_sent,
-            "dropped": client.dropped,
-        },
-    )
+class _StatsCopier(Observer):
+    def __init__(self, background: Background) -> None:
+        self.background = background
+
+    def started(self) -> None:
+        self.background.start()
+
+
+class _CloseLog(Observer):
+    """The ``stream closed`` log line."""
+
+    def closed(self, client: Client, reason: CloseReason) -> None:
+        writer = client.writer
+        log.log(
+            logging.WARNING if reason in NOT_KEEPING_UP else logging.INFO,
+            "stream closed",
+            extra={
+                "event": "stream_closed",
+                "client_id": client.id,
+                "ip": client.remote_addr,
+                "reason": reason,
+                "duration_seconds": round(time.monotonic() - client.connected_mono, 3),
+                "events_sent": writer.events_sent,
+                "dropped": writer.dropped,
+            },
+        )

@@ -4,7 +4,7 @@ A tab opening a stream is the one request that arrives by the thousand at
 once (a deploy, a network blip, a morning). Flask's request context, URL
 matching and response wrapping were a third of a connect's CPU, so the
 plain case is served here, in front of Flask, with the same code after
-admission (``views.begin_stream``) and the same response headers.
+admission (``connect.begin_stream``) and the same response headers.
 
 Everything unusual goes to the Flask view, which stays the complete
 implementation: HEAD and OPTIONS, a request with a body, a non-ASCII query,
@@ -23,21 +23,21 @@ is skipped for any other server or response class.
 
 from __future__ import annotations
 
-import queue
 from collections.abc import Callable, Generator, Iterable
 from typing import Any
 from urllib.parse import parse_qsl
 
-from streaming import views
-from streaming.registry import Client
-from streaming.service import StreamingService
-from streaming.topics import TopicFilter
+from streaming.core.topics import TopicFilter
+from streaming.ops.service import StreamingService
+from streaming.transport.connect import begin_stream, last_event_id, new_client
 
 WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 
 Body = Generator[bytes, None, None]
 
 PATH = "/stream"
+# Where a refusal decided here waits for the Flask view to word it.
+REFUSED_KEY = "jobstream.refused"
 HEADERS = [
     ("Content-Type", "text/event-stream; charset=utf-8"),
     ("Cache-Control", "no-cache"),
@@ -68,21 +68,13 @@ class StreamFastPath:
         svc = self.service
         if not svc.started:
             svc.start()  # outside gunicorn there is no post_worker_init
-        last_event_id = environ.get("HTTP_LAST_EVENT_ID", "").strip()
-        if not last_event_id:
-            last_event_id = next((value for key, value in args if key == "last_event_id"), "").strip()
-        client = Client(
-            queue=queue.Queue(maxsize=svc.settings.client_buffer),
-            remote_addr=environ.get("REMOTE_ADDR") or "unknown",
-            user_agent=environ.get("HTTP_USER_AGENT", "")[:300],
-            topics=topics,
-            sock=environ.get("gunicorn.socket"),
-        )
+        client = new_client(svc, environ, topics)
         refused = svc.registry.admit(client)
         if refused is not None:
-            environ[views.REFUSED_KEY] = refused
+            environ[REFUSED_KEY] = refused
             return self.app(environ, start_response)
-        body = views.begin_stream(svc, client, environ, last_event_id)
+        query_id = next((value for key, value in args if key == "last_event_id"), "")
+        body = begin_stream(svc, client, environ, last_event_id(environ, query_id))
         write = start_response("200 OK", self.headers)
         return _send_head_with_first_chunk(write, body)
 

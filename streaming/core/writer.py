@@ -1,0 +1,242 @@
+"""Everything that writes to one stream: its buffer, and its socket when idle.
+
+Each open stream owns one ``StreamWriter``. The fan-out offers it every
+matching event (``offer``); the writer either sends the event to the socket
+itself or queues it for the stream's generator, which hands its batches to
+gunicorn. This module is the only place a stream's socket is written outside
+gunicorn, and the only place its buffer is filled.
+
+Direct writes. At low event rates each event would otherwise wake every
+stream's greenlet once: a switch, a generator resume and gunicorn's chunked
+write, about 40 us each in Python, so the thousandth tab heard of a job tens
+of milliseconds after the first. A stream whose generator waits in ``get()``
+on an empty queue is *parked*; for it ``offer`` sends the event's pre-framed
+chunk (``Event.chunk``) with one non-blocking ``send`` and returns.
+
+* Only while parked. ``offer`` clears ``parked`` before it queues anything
+  (an event it could not write, a keep-alive, a wake-up), so from then on
+  the generator writes, after everything written directly.
+* Never blocking. A socket that takes nothing gets the event queued as
+  usual; one that takes part of it leaves the rest in ``pending``, which the
+  generator sends (``flush_pending``) before anything else.
+* ``last_key`` is shared by both paths, so replays, gap heals and the
+  de-duplication see direct writes too.
+* Only under gevent (the fan-out and the generator then never run at the
+  same time), only for plain TCP sockets and HTTP/1.x, where the framing is
+  known: chunked for HTTP/1.1, raw bytes for HTTP/1.0, as gunicorn does.
+* Within a CPU budget (``DirectBudget``): past it, under overload, events are
+  queued and each generator drains them in one write per wake-up.
+
+A full buffer. ``put_nowait`` into a full queue drops the event for this
+stream, flags a ``gap`` (the generator replays it from history before
+anything newer) and records since when the buffer has been full; the
+registry evicts a stream that stays full past ``STREAM_SEND_TIMEOUT``.
+"""
+
+from __future__ import annotations
+
+import _socket
+import queue
+import socket
+import ssl
+import time
+from collections.abc import Callable
+from enum import IntEnum
+from typing import Any
+
+from streaming.core.events import Event
+from streaming.core.ids import Key
+
+_DONTWAIT = getattr(socket, "MSG_DONTWAIT", 0)
+
+# Put in a stream's queue to wake its generator (shutdown, eviction, gap).
+WAKE = object()
+# Put in an idle stream's queue by the keep-alive tick: write a comment.
+KEEPALIVE = object()
+
+# Seconds per second the fan-out may spend writing to parked streams itself.
+DIRECT_BUDGET_SECONDS = 0.5
+
+
+class Offer(IntEnum):
+    """What ``StreamWriter.offer`` did with an event."""
+
+    DROPPED = 0  # buffer full: a gap to heal
+    QUEUED = 1
+    WRITTEN = 2  # sent to the socket by the fan-out itself
+    SKIPPED = 3  # already sent (at or below ``last_key``)
+
+
+class StreamWriter:
+    """One stream's buffer and direct-write state. Written by the fan-out and
+    by the stream's generator, which under gevent never run at once."""
+
+    # One per open stream: slots keep it small.
+    __slots__ = (
+        "chunked",
+        "direct",
+        "dropped",
+        "events_sent",
+        "full_since",
+        "gap",
+        "last_key",
+        "last_write",
+        "parked",
+        "pending",
+        "queue",
+        "sock",
+    )
+
+    def __init__(self, buffer: queue.Queue[Any], sock: Any = None, last_write: float | None = None) -> None:
+        self.queue = buffer
+        # gunicorn's socket: the generator's own sends, and the socket a stuck
+        # stream is shut down on.
+        self.sock = sock
+        # The OS socket the fan-out may write to while ``parked`` (or None).
+        self.direct: Any = None
+        self.chunked = True
+        self.parked = False
+        self.pending: bytes | None = None  # the rest of a partial direct write
+        self.last_key: Key | None = None  # newest event id written, by either path
+        self.last_write = time.monotonic() if last_write is None else last_write
+        self.events_sent = 0
+        self.full_since: float | None = None  # set while put_nowait finds the buffer full
+        self.dropped = 0
+        self.gap = False
+
+    def enable_direct(self, environ: dict[str, Any]) -> None:
+        """Allow direct writes when the connection is one whose framing is known."""
+        self.direct, self.chunked = direct_socket(self.sock, environ)
+
+    # -- the fan-out's side ------------------------------------------------
+
+    def offer(self, event: Event, now: float, direct: bool) -> Offer:
+        """Write ``event`` now if parked (and ``direct``), else queue it; never blocks."""
+        last = self.last_key
+        if last is not None and event.key <= last:
+            # Already sent: with Redis a stream's gap heal reads the stream
+            # itself and can run ahead of this worker's reader.
+            return Offer.SKIPPED
+        if direct and self.parked and not self.gap and self._write_now(event, now):
+            return Offer.WRITTEN
+        self.parked = False  # from here on the generator writes, in order
+        try:
+            self.queue.put_nowait(event)
+        except queue.Full:
+            self.gap = True
+            self.dropped += 1
+            if self.full_since is None:
+                self.full_since = now
+            return Offer.DROPPED
+        self.full_since = None
+        return Offer.QUEUED
+
+    def _write_now(self, event: Event, now: float) -> bool:
+        data = event.chunk if self.chunked else event.wire
+        try:
+            sent = self.direct.send(data, _DONTWAIT)
+        except (BlockingIOError, InterruptedError):
+            return False
+        except OSError:
+            self.direct = None  # gone: the queued path's write fails and ends it
+            return False
+        self.last_key = event.key
+        self.events_sent += 1
+        self.last_write = now
+        if sent < len(data):
+            self.pending = data[sent:]
+            self.parked = False
+            self.queue.put_nowait(WAKE)  # the queue is empty while parked
+        return True
+
+    def nudge(self, marker: object) -> bool:
+        """Queue a marker (``KEEPALIVE``, ``WAKE``) unless the buffer is full."""
+        self.parked = False
+        try:
+            self.queue.put_nowait(marker)
+        except queue.Full:
+            return False
+        return True
+
+    def mark_gap(self) -> None:
+        """Events may be missing (the reader fell behind a trim): heal from history."""
+        self.gap = True
+        self.nudge(WAKE)  # a full queue wakes its generator anyway
+
+    # -- the generator's side ------------------------------------------------
+
+    def park(self) -> None:
+        """About to wait on an empty queue: let the fan-out write directly.
+        Under gevent nothing runs between this and ``get()`` blocking."""
+        self.parked = self.direct is not None and not self.gap and self.queue.empty()
+
+    def flush_pending(self, now: float) -> None:
+        """Send the rest of a direct write that only partly fit (an already
+        framed chunk) before anything else goes out."""
+        rest, self.pending = self.pending, None
+        if rest is not None:
+            self.sock.sendall(rest)
+            self.last_write = now
+
+    def shut_down(self, how: int = socket.SHUT_RDWR) -> None:
+        """Shut the OS socket down (idempotent, ignores a peer already gone).
+
+        For a peer that is not reading, a blocked ``sendall`` would hold the
+        greenlet and the pool slot: shutting down the OS socket makes that
+        send fail with EPIPE, which gunicorn ends quietly (gevent's own
+        ``shutdown()`` would cancel the waiter with EBADF instead, which
+        gunicorn logs as a traceback).
+        """
+        if self.sock is None:
+            return
+        try:
+            getattr(self.sock, "_sock", self.sock).shutdown(how)
+        except OSError:
+            pass  # already closed by the peer
+
+
+class DirectBudget:
+    """How much CPU per second the fan-out may spend on direct writes.
+
+    Direct writes cost one send per stream per event; queued events are
+    drained in batches. Past this budget (overload: thousands of streams at
+    high rates) the fan-out queues instead. One per registry.
+    """
+
+    __slots__ = ("clock", "seconds", "spent", "window")
+
+    def __init__(self, clock: Callable[[], float], seconds: float = DIRECT_BUDGET_SECONDS) -> None:
+        self.clock = clock
+        self.seconds = seconds
+        self.window = float("-inf")  # start of the current 1 s window
+        self.spent = 0.0
+
+    def available(self, now: float) -> bool:
+        if now - self.window >= 1.0:
+            self.window, self.spent = now, 0.0
+        return self.spent < self.seconds
+
+    def charge(self, started: float) -> None:
+        self.spent += self.clock() - started
+
+
+def direct_socket(sock: Any, environ: dict[str, Any]) -> tuple[Any, bool]:
+    """The OS socket the fan-out may write to (or ``None``) and whether to chunk."""
+    protocol = environ.get("SERVER_PROTOCOL")
+    if sock is None or not gevent_patched() or protocol not in ("HTTP/1.0", "HTTP/1.1"):
+        return None, True
+    if isinstance(sock, ssl.SSLSocket) or environ.get("HTTP_VERSION") == "2":
+        return None, True
+    raw = getattr(sock, "_sock", sock)
+    # _socket.socket: after patching, socket.socket is gevent's wrapper class.
+    if not isinstance(raw, _socket.socket) or raw.type != socket.SOCK_STREAM:
+        return None, True
+    return raw, protocol == "HTTP/1.1"
+
+
+def gevent_patched() -> bool:
+    try:
+        from gevent import monkey
+    except ImportError:
+        return False
+    return bool(monkey.is_module_patched("socket"))

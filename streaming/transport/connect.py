@@ -1,0 +1,100 @@
+"""From an HTTP request to an admitted client and the body of its stream.
+
+The Flask view and the fast path (``streaming.transport.fastpath``) both
+build their client here and both start its stream here, so a stream is the
+same whichever path served it.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+from collections.abc import Generator
+from typing import Any
+
+from streaming.core.client import Client
+from streaming.core.reasons import CloseReason
+from streaming.core.topics import TopicFilter
+from streaming.ops.service import StreamingService
+from streaming.transport import hangup
+from streaming.transport.stream import StreamOptions, open_stream
+
+log = logging.getLogger("jobstream.streaming")
+
+MAX_USER_AGENT = 300
+
+
+def new_client(svc: StreamingService, environ: dict[str, Any], topics: TopicFilter) -> Client:
+    """A client for this request, not yet admitted."""
+    return Client.create(
+        svc.settings.client_buffer,
+        remote_addr=environ.get("REMOTE_ADDR") or "unknown",
+        user_agent=environ.get("HTTP_USER_AGENT", "")[:MAX_USER_AGENT],
+        topics=topics,
+        sock=environ.get("gunicorn.socket"),
+    )
+
+
+def last_event_id(environ: dict[str, Any], query_value: str) -> str:
+    """The header is what a browser's EventSource sends on its own reconnects;
+    the query parameter serves clients that must build a new EventSource."""
+    return environ.get("HTTP_LAST_EVENT_ID", "").strip() or query_value.strip()
+
+
+def begin_stream(
+    svc: StreamingService, client: Client, environ: dict[str, Any], last_event_id: str
+) -> Generator[bytes, None, None]:
+    """The body of an admitted stream."""
+    sock = client.writer.sock
+    _tune_stream_socket(sock, svc.registry.stale_after)
+    client.unwatch = hangup.watch(sock, client)
+    client.writer.enable_direct(environ)
+    log.info(
+        "stream opened",
+        extra={
+            "event": "stream_opened",
+            "client_id": client.id,
+            "ip": client.remote_addr,
+            "user_agent": client.user_agent,
+            "topics": list(client.topics.patterns),
+            "last_event_id": last_event_id or None,
+        },
+    )
+    jobs = svc.jobs
+    options = StreamOptions(
+        retry_ms=svc.settings.retry_ms,
+        clock=svc.clock,
+        snapshot=(lambda c: jobs.snapshot(c.topics)) if jobs is not None else None,
+        wants_snapshot=client.topics.could_match_prefix("jobs/"),
+        on_replay=svc.replayed,
+        on_reset=svc.reset,
+    )
+    return open_stream(client, svc.registry, svc.broker, options, last_event_id or None, svc.broker.last_key)
+
+
+def forget(svc: StreamingService, client: Client) -> None:
+    """The response was closed, perhaps before its generator ever ran."""
+    client.stop_watching()
+    svc.registry.remove(client, client.closing or CloseReason.CLIENT)
+
+
+def _tune_stream_socket(sock: Any, seconds: float) -> None:
+    """Send small writes at once, and let the kernel abort a connection whose
+    peer vanished without a FIN.
+
+    Keep-alive writes to such a peer "succeed" into the send buffer for
+    minutes of retransmissions; TCP_USER_TIMEOUT fails them once data stays
+    unacknowledged this long, which ends the generator.
+    """
+    if sock is None:
+        return
+    try:
+        # Every SSE write is small: without NODELAY, Nagle holds a write back
+        # until the previous one is acknowledged, and the peer's delayed ACK
+        # adds up to 40 ms (the headers and the first chunk are two writes).
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        option = getattr(socket, "TCP_USER_TIMEOUT", None)
+        if option is not None:
+            sock.setsockopt(socket.IPPROTO_TCP, option, int(seconds * 1000))
+    except OSError:
+        log.debug("socket options not supported on this socket")

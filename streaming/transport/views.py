@@ -1,0 +1,187 @@
+"""HTTP routes of the streaming core: ``/stream``, ``/events``, ``/health``.
+
+Views read everything they need from the request and hand plain values to
+the generator: the generator runs after the view returned, outside the
+request context.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import time
+from typing import Any
+
+from flask import Blueprint, Flask, Response, current_app, jsonify, request
+
+from server import admin
+from server.errors import UNAVAILABLE_RETRY_SECONDS, error_response, fail, read_json_object, reject_unknown_fields
+from streaming import EXTENSION
+from streaming.core.broker import BrokerUnavailable
+from streaming.core.events import check_data, check_event_name, encode, encode_comment, encode_retry
+from streaming.core.reasons import RefusalReason
+from streaming.core.topics import TopicFilter, check_topic
+from streaming.ops import metrics
+from streaming.ops.service import StreamingService
+from streaming.transport.connect import begin_stream, forget, last_event_id, new_client
+from streaming.transport.fastpath import REFUSED_KEY, StreamFastPath
+
+bp = Blueprint("streaming", __name__)
+log = logging.getLogger("jobstream.streaming")
+
+SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+EVENT_FIELDS = ("topic", "event", "data")
+
+
+def init_app(app: Flask, service: StreamingService) -> None:
+    """Serve ``service``'s streams, publishes, health, metrics and admin listing from ``app``."""
+    app.extensions[EXTENSION] = service
+    app.wsgi_app = StreamFastPath(app.wsgi_app, service)  # type: ignore[method-assign]
+    app.register_blueprint(bp)
+    admin.init_app(app, service)
+    metrics.init_app(app, service)
+
+    @app.errorhandler(BrokerUnavailable)
+    def _unavailable(exc: BrokerUnavailable) -> Response:
+        # Redis (events or the job store) is unreachable: say so, and when to retry.
+        return error_response(503, f"service unavailable: {exc}", {"Retry-After": str(UNAVAILABLE_RETRY_SECONDS)})
+
+
+def service() -> StreamingService:
+    svc: StreamingService = current_app.extensions[EXTENSION]
+    if not svc.started:
+        svc.start()  # outside gunicorn there is no post_worker_init
+    return svc
+
+
+@bp.get("/stream")
+def stream() -> Response:
+    svc = service()
+    try:
+        topics = TopicFilter(request.args.getlist("topic"))
+    except ValueError as exc:
+        fail(400, str(exc))
+    client = new_client(svc, request.environ, topics)
+    # A refusal decided by the fast path (streaming/transport/fastpath.py) is only rendered here.
+    refused = request.environ.pop(REFUSED_KEY, None) or svc.registry.admit(client)
+    if refused is not None:
+        return _refuse(svc, client, refused)
+    body = begin_stream(
+        svc, client, request.environ, last_event_id(request.environ, request.args.get("last_event_id", ""))
+    )
+    response = Response(body, mimetype="text/event-stream", headers=SSE_HEADERS)
+    # The generator goes to gunicorn as it is, not wrapped in Werkzeug's
+    # encoding and closing iterators: two fewer layers on every write and in
+    # every waiting greenlet's saved stack. (HEAD still gets the wrapped empty
+    # body, whose close runs the callback below.)
+    response.direct_passthrough = True
+    # A generator that never started has no ``finally`` to run.
+    response.call_on_close(lambda: forget(svc, client))
+    return response
+
+
+def _refuse(svc: StreamingService, client: Any, reason: RefusalReason) -> Response:
+    retry_ms = svc.reconnect_delay_ms()
+    retry_after = str(max(1, math.ceil(retry_ms / 1000)))
+    stats = svc.registry.stats()
+    message = {
+        RefusalReason.CAPACITY: "server at capacity",
+        RefusalReason.PER_IP: "too many streams from this address",
+        RefusalReason.DRAINING: "server shutting down",
+    }[reason]
+    log.warning(
+        "stream rejected",
+        extra={"event": "stream_rejected", "reason": reason, "ip": client.remote_addr, "user_agent": client.user_agent},
+    )
+    detail: dict[str, Any] = {
+        "reason": reason,
+        "active_connections": stats["active_connections"],
+        "max_connections": stats["max_connections"],
+        "retry_after": int(retry_after),
+    }
+    if svc.settings.reject_mode == "retry":
+        # A browser's EventSource gives up for good on any non-200; a 200 that
+        # sets a long retry and ends makes unmodified pages back off and return.
+        name = "shutdown" if reason is RefusalReason.DRAINING else "overloaded"
+        body = (
+            encode_retry(retry_ms)
+            + encode_comment(message)
+            + encode(event=name, data=json.dumps({"error": message, **detail}))
+        )
+        return Response(body, mimetype="text/event-stream", headers=SSE_HEADERS)
+    status = 429 if reason is RefusalReason.PER_IP else 503
+    return error_response(status, message, {"Retry-After": retry_after}, **detail)
+
+
+@bp.post("/events")
+def publish() -> tuple[Response, int]:
+    svc = service()
+    body = read_json_object(request)
+    reject_unknown_fields(body, EVENT_FIELDS)
+    topic = body.get("topic")
+    if topic is None:
+        fail(400, "missing field: topic")
+    event = body.get("event", "message")
+    if "data" not in body:
+        fail(400, "missing field: data")
+    try:
+        check_topic(topic)
+        check_event_name(event)
+        data = check_data(body["data"])
+    except ValueError as exc:
+        fail(400, str(exc))
+    try:
+        published = svc.publish(topic, event, data)
+    except BrokerUnavailable as exc:
+        fail(503, f"event not accepted: broker unavailable ({exc})")
+    # Back-pressure without a lock or a queue: under gevent this lets every
+    # stream the fan-out just woke write before this connection's next publish
+    # is read, so publishers cannot outrun delivery and overflow the buffers.
+    time.sleep(0)
+    return jsonify({"id": published.id}), 202
+
+
+@bp.get("/health")
+def health() -> tuple[Response, int]:
+    svc = service()
+    stats = svc.registry.stats()
+    jobs: dict[str, int] = {}
+    jobs_ok = True
+    if svc.jobs is not None:
+        jobs = dict.fromkeys(("total", *svc.jobs.statuses), 0)
+        try:
+            jobs.update(svc.jobs.counts())
+        except BrokerUnavailable as exc:
+            jobs_ok = False  # the outage is logged by the broker's reader, once
+            log.debug("health: job counts unavailable", extra={"error": str(exc)})
+        except Exception:
+            jobs_ok = False
+            log.exception("health: job counts unavailable")
+    broker_up = svc.broker.healthy
+    if svc.shutting_down:
+        status = "draining"
+    elif not broker_up or not jobs_ok:
+        status = "unhealthy"
+    else:
+        status = "healthy"
+    body = {
+        "status": status,
+        "timestamp": int(time.time()),
+        "stream": {
+            "active_connections": stats["active_connections"],
+            "total_messages": stats["total_messages"],
+            "max_connections": stats["max_connections"],
+            "accepted": stats["accepted"],
+            "rejected": stats["rejected"],
+            "evicted": stats["evicted"],
+            "stale": stats["stale"],
+            "dropped": stats["dropped"],
+        },
+        "jobs": jobs,
+        "broker": "up" if broker_up else "down",
+        "uptime_seconds": round(time.time() - svc.started_at, 3),
+        "pid": os.getpid(),
+    }
+    return jsonify(body), 200 if status == "healthy" else 503
