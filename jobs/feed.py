@@ -15,6 +15,7 @@ from collections.abc import Callable
 from typing import Any
 
 from jobs.store import MAX_PAGE, JobStore, Selection
+from server.background import Background
 from streaming import StreamingService, TopicFilter
 
 log = logging.getLogger("jobstream.jobs")
@@ -59,17 +60,14 @@ class ChangeFeed:
         self.store = store
         self.announce = announce
         self.position = 0
-        self._stop: threading.Event | None = None
-        self._thread: threading.Thread | None = None
+        self._poller = Background("jobstream-feed", self._loop)
 
     def start(self) -> None:
-        if self._thread is not None:
+        if self._poller.started:
             return
         # Older changes are already in the store (snapshots show them); start at now.
         self.position = self.store.last_change()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, args=(self._stop,), name="jobstream-feed", daemon=True)
-        self._thread.start()
+        self._poller.start()
 
     def poll(self) -> int:
         """Publish what other processes wrote since the last poll; returns how many."""
@@ -89,8 +87,4 @@ class ChangeFeed:
                 log.exception("job change feed poll failed; retrying")
 
     def stop(self) -> None:
-        if self._stop is not None:
-            self._stop.set()
-        if self._thread is not None:
-            self._thread.join(2.0)
-            self._thread = None
+        self._poller.stop()

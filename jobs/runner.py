@@ -34,6 +34,7 @@ from jobs.owners import HEARTBEAT_SECONDS
 from jobs.states import Status
 from jobs.store import JobStore
 from jobs.threads import Task, os_sleep, os_thread_starter
+from server.background import Background
 
 log = logging.getLogger("jobstream.jobs")
 
@@ -87,9 +88,8 @@ class Runner:
 
     def __post_init__(self) -> None:
         self._claim_lock = threading.Lock()
-        self._stop: threading.Event | None = None
         self._wake: threading.Event | None = None
-        self._loop_thread: threading.Thread | None = None
+        self._loop_thread = Background("jobstream-runner", self._loop)
         self._claim_due = True
         self._stopping = False
         self._next_poll = self._next_recover = self._next_heartbeat = float("-inf")
@@ -99,12 +99,12 @@ class Runner:
 
     def start(self) -> None:
         """Recover interrupted jobs, then run the loop. Call after gevent patched."""
-        if self._loop_thread is not None:
+        if self._loop_thread.started:
             return
         if self.start_thread is None:
             self.start_thread = os_thread_starter(self.concurrency)
         self._sleep = os_sleep()
-        self._stop, self._wake = threading.Event(), threading.Event()
+        self._wake = threading.Event()
         try:
             self.store.heartbeat()
             self._announce_all(self.store.recover_interrupted())
@@ -113,22 +113,20 @@ class Runner:
             # The store can be unreachable while this process boots (Redis
             # down); the loop heartbeats and recovers once it answers.
             log.warning("job store unavailable at start; the runner keeps trying", exc_info=True)
-        self._loop_thread = threading.Thread(target=self._loop, name="jobstream-runner", daemon=True)
         self._loop_thread.start()
 
     def stop(self, grace_seconds: float = 0.0) -> None:
         """Stop claiming, ask running handlers to stop, and mark what is still
         running ``error``/``interrupted`` (after up to ``grace_seconds``)."""
-        if self._stop is None or self._stopping:
+        if not self._loop_thread.started or self._stopping:
             return
         self._stopping = True
         for item in self.running.values():
             item.ctx.cancel_requested = True
-        self._stop.set()
+        self._loop_thread.request_stop()
         if self._wake is not None:
             self._wake.set()
-        if self._loop_thread is not None:
-            self._loop_thread.join(2.0)
+        self._loop_thread.join(2.0)
         # The loop has ended: from here on this caller alone touches ``running``.
         pause = threading.Event()
         deadline = self.clock() + grace_seconds
@@ -163,9 +161,9 @@ class Runner:
             item.ctx.cancel_requested = True
             self.wake()
 
-    def _loop(self) -> None:
-        assert self._stop is not None and self._wake is not None
-        stop, wake = self._stop, self._wake
+    def _loop(self, stop: threading.Event) -> None:
+        assert self._wake is not None
+        wake = self._wake
         failing = False
         while not stop.is_set():
             wake.clear()  # before the pass: a wake() during it makes the wait below return at once

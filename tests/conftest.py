@@ -61,3 +61,14 @@ def start_redis(tmp_path: Path) -> Iterator[StartRedis]:
 @pytest.fixture
 def redis_server(start_redis: StartRedis) -> RedisServer:
     return start_redis()
+
+
+# Fixtures that start real servers: a test that uses one (directly or through
+# another fixture) is an integration test, whatever file it is in.
+SERVER_FIXTURES = frozenset({"start_server", "shared_server", "start_redis", "redis_server", "browser"})
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if SERVER_FIXTURES.intersection(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.integration)
