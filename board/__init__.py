@@ -4,6 +4,8 @@ The page and ``static/jobstream.js`` talk to the same public API as any other
 client (``/stream``, ``/jobs``); nothing here reads jobs or streams. The
 Content-Security-Policy allows scripts and styles from this origin only, so
 even a rendering bug cannot turn a job name into running script.
+
+May import: Flask and the standard library only.
 """
 
 from __future__ import annotations

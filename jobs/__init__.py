@@ -7,6 +7,10 @@ and stops the runner and the change feed, the job metrics). Nothing starts
 there: the runner and the feed start from the service's ``started`` hook
 (inside the gunicorn worker, after gevent patched).
 
+May import: ``server``, ``streaming``'s public surface (``from streaming import
+...``, never its sub-packages), the standard library, Flask, redis and
+prometheus_client.
+
 Handler modules only need the decorator::
 
     from jobs import JobContext, handler
