@@ -22,7 +22,7 @@ from typing import Any, Protocol
 from streaming.core.client import Client
 from streaming.core.events import Event
 from streaming.core.reasons import CloseReason, RefusalReason
-from streaming.core.writer import KEEPALIVE, DirectBudget, Offer
+from streaming.core.writer import DROPPED, KEEPALIVE, WRITTEN, DirectBudget
 
 Clock = Callable[[], float]
 
@@ -176,17 +176,16 @@ class Registry:
                 continue
             writer = client.writer
             outcome = writer.offer(event, now, direct)
-            if outcome is Offer.WRITTEN:
+            if outcome > DROPPED:
                 delivered += 1
-                wrote += 1
-                if not wrote % DIRECT_RUN:
-                    # Hundreds of sends in a row would hold /health and every
-                    # other request; yield (the publish lock stays held, so
-                    # each stream's order is unchanged).
-                    time.sleep(0)
-            elif outcome is Offer.QUEUED:
-                delivered += 1
-            elif outcome is Offer.DROPPED:
+                if outcome == WRITTEN:
+                    wrote += 1
+                    if not wrote % DIRECT_RUN:
+                        # Hundreds of sends in a row would hold /health and
+                        # every other request; yield (the publish lock stays
+                        # held, so each stream's order is unchanged).
+                        time.sleep(0)
+            elif outcome == DROPPED:
                 self.dropped += 1
                 full_since = writer.full_since
                 if full_since is not None and now - full_since > self.send_timeout:

@@ -41,7 +41,6 @@ import socket
 import ssl
 import time
 from collections.abc import Callable
-from enum import IntEnum
 from typing import Any
 
 from streaming.core.events import Event
@@ -58,13 +57,14 @@ KEEPALIVE = object()
 DIRECT_BUDGET_SECONDS = 0.5
 
 
-class Offer(IntEnum):
-    """What ``StreamWriter.offer`` did with an event."""
-
-    DROPPED = 0  # buffer full: a gap to heal
-    QUEUED = 1
-    WRITTEN = 2  # sent to the socket by the fan-out itself
-    SKIPPED = 3  # already sent (at or below ``last_key``)
+# What ``StreamWriter.offer`` did with an event. Plain ints, not an enum: the
+# fan-out compares one per stream per event, and an enum member lookup costs
+# more than the rest of the comparison.
+# Ordered: anything above DROPPED was delivered.
+SKIPPED = -1  # already sent (at or below ``last_key``)
+DROPPED = 0  # buffer full: a gap to heal
+QUEUED = 1
+WRITTEN = 2  # sent to the socket by the fan-out itself
 
 
 class StreamWriter:
@@ -110,15 +110,15 @@ class StreamWriter:
 
     # -- the fan-out's side ------------------------------------------------
 
-    def offer(self, event: Event, now: float, direct: bool) -> Offer:
+    def offer(self, event: Event, now: float, direct: bool) -> int:
         """Write ``event`` now if parked (and ``direct``), else queue it; never blocks."""
         last = self.last_key
         if last is not None and event.key <= last:
             # Already sent: with Redis a stream's gap heal reads the stream
             # itself and can run ahead of this worker's reader.
-            return Offer.SKIPPED
+            return SKIPPED
         if direct and self.parked and not self.gap and self._write_now(event, now):
-            return Offer.WRITTEN
+            return WRITTEN
         self.parked = False  # from here on the generator writes, in order
         try:
             self.queue.put_nowait(event)
@@ -127,9 +127,9 @@ class StreamWriter:
             self.dropped += 1
             if self.full_since is None:
                 self.full_since = now
-            return Offer.DROPPED
+            return DROPPED
         self.full_since = None
-        return Offer.QUEUED
+        return QUEUED
 
     def _write_now(self, event: Event, now: float) -> bool:
         data = event.chunk if self.chunked else event.wire
