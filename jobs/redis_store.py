@@ -12,13 +12,13 @@ Chosen by ``jobs.wiring.make_store`` when ``REDIS_URL`` is set. Layout (prefix `
 * ``jobs:counts`` - a hash of counts per status, for ``/health``;
 * ``jobs:runners`` - owner -> last heartbeat (ms), for recovery.
 
-Every write is one Lua script, so Redis runs it atomically: a status change
-moves the job between the sets and adjusts the counts in the same step, and
-``claim`` (take the oldest pending job of the given types) hands a job to
-exactly one runner among every process on every host. Status writes are
-conditional on the expected status (and owner), like the SQLite store's.
-Scripts name keys they compute, which a single Redis (or Sentinel) allows and
-Redis Cluster does not.
+Every write is one Lua script (``jobs.redis_scripts``), so Redis runs it
+atomically: a status change moves the job between the sets and adjusts the
+counts in the same step, and ``claim`` (take the oldest pending job of the
+given types) hands a job to exactly one runner among every process on every
+host. Status writes are conditional on the expected status (and owner), like
+the SQLite store's. Scripts name keys they compute, which a single Redis (or
+Sentinel) allows and Redis Cluster does not.
 
 There is no change feed: every process (``python -m jobs.worker`` too)
 publishes its own job changes to the shared event stream, so ``changes`` is
@@ -39,6 +39,7 @@ import redis
 
 from jobs.model import Job, new_job_id, now_ms
 from jobs.owners import Owner, is_alive
+from jobs.redis_scripts import SCRIPTS
 from jobs.states import InvalidTransition, Status, check_transition
 from jobs.store import MAX_PAGE, JobNotFound, Page, Selection, decode_cursor, encode_cursor
 from streaming import BrokerUnavailable
@@ -46,124 +47,6 @@ from streaming import redis_connect as connect
 
 PREFIX = "jobstream:"
 INTERRUPTED = "interrupted"
-
-# Shared by the scripts below: move job ARGV-named ``id`` from status ``cur``
-# to ``new`` in the sets and the counts.
-_MOVE = """
-local function move(p, id, key, cur, new)
-  if new == cur then return end
-  local seq = redis.call('HGET', key, 'seq')
-  redis.call('HSET', key, 'status', new)
-  redis.call('ZREM', p .. 'jobs:status:' .. cur, id)
-  redis.call('ZADD', p .. 'jobs:status:' .. new, seq, id)
-  redis.call('HINCRBY', p .. 'jobs:counts', cur, -1)
-  redis.call('HINCRBY', p .. 'jobs:counts', new, 1)
-  if cur == 'pending' then
-    redis.call('ZREM', p .. 'jobs:pending:' .. redis.call('HGET', key, 'type'), id)
-  end
-end
-"""
-
-# ARGV: prefix, id, type, name, params, now
-_CREATE = """
-local p, id, now = ARGV[1], ARGV[2], ARGV[6]
-local key = p .. 'job:' .. id
-local seq = redis.call('INCR', p .. 'jobs:seq')
-redis.call('HSET', key, 'id', id, 'type', ARGV[3], 'name', ARGV[4], 'params', ARGV[5], 'status', 'pending',
-  'progress', '0', 'created_at', now, 'updated_at', now, 'version', 1, 'seq', seq, 'attempts', 0,
-  'cancel_requested', 0)
-redis.call('ZADD', p .. 'jobs:all', seq, id)
-redis.call('ZADD', p .. 'jobs:ids', 0, id)
-redis.call('ZADD', p .. 'jobs:status:pending', seq, id)
-redis.call('ZADD', p .. 'jobs:pending:' .. ARGV[3], seq, id)
-redis.call('HINCRBY', p .. 'jobs:counts', 'pending', 1)
-return redis.call('HGETALL', key)
-"""
-
-# ARGV: prefix, id, expected status, expected owner ('' = any), new status ('' = same),
-#       n, then n field/value pairs to set, then fields to delete. Bumps version.
-_UPDATE = (
-    _MOVE
-    + """
-local p, id = ARGV[1], ARGV[2]
-local key = p .. 'job:' .. id
-local cur = redis.call('HGET', key, 'status')
-if not cur or cur ~= ARGV[3] then return false end
-if ARGV[4] ~= '' and redis.call('HGET', key, 'owner') ~= ARGV[4] then return false end
-local i = 7
-for _ = 1, tonumber(ARGV[6]) do
-  redis.call('HSET', key, ARGV[i], ARGV[i + 1])
-  i = i + 2
-end
-while i <= #ARGV do
-  redis.call('HDEL', key, ARGV[i])
-  i = i + 1
-end
-redis.call('HINCRBY', key, 'version', 1)
-if ARGV[5] ~= '' then move(p, id, key, cur, ARGV[5]) end
-return redis.call('HGETALL', key)
-"""
-)
-
-# ARGV: prefix, now, owner, types...
-_CLAIM = (
-    _MOVE
-    + """
-local p, now, owner = ARGV[1], ARGV[2], ARGV[3]
-local best, best_seq = nil, nil
-for i = 4, #ARGV do
-  local top = redis.call('ZRANGE', p .. 'jobs:pending:' .. ARGV[i], 0, 0, 'WITHSCORES')
-  if top[1] and (best_seq == nil or tonumber(top[2]) < best_seq) then
-    best, best_seq = top[1], tonumber(top[2])
-  end
-end
-if not best then return false end
-local key = p .. 'job:' .. best
-redis.call('HSET', key, 'started_at', now, 'updated_at', now, 'owner', owner)
-redis.call('HINCRBY', key, 'attempts', 1)
-redis.call('HINCRBY', key, 'version', 1)
-move(p, best, key, 'pending', 'in_progress')
-return redis.call('HGETALL', key)
-"""
-)
-
-# ARGV: prefix, id, now -> {outcome, job fields...}
-_CANCEL = (
-    _MOVE
-    + """
-local p, id, now = ARGV[1], ARGV[2], ARGV[3]
-local key = p .. 'job:' .. id
-local cur = redis.call('HGET', key, 'status')
-if not cur then return {'missing'} end
-if cur == 'pending' then
-  redis.call('HSET', key, 'finished_at', now, 'updated_at', now)
-  redis.call('HINCRBY', key, 'version', 1)
-  move(p, id, key, cur, 'cancelled')
-elseif cur == 'in_progress' then
-  redis.call('HSET', key, 'cancel_requested', 1)
-else
-  return {'terminal', cur}
-end
-local out = redis.call('HGETALL', key)
-table.insert(out, 1, 'ok')
-return out
-"""
-)
-
-# ARGV: prefix, id -> 1 when a pending job was deleted
-_WITHDRAW = """
-local p, id = ARGV[1], ARGV[2]
-local key = p .. 'job:' .. id
-if redis.call('HGET', key, 'status') ~= 'pending' then return 0 end
-local job_type = redis.call('HGET', key, 'type')
-redis.call('DEL', key)
-redis.call('ZREM', p .. 'jobs:all', id)
-redis.call('ZREM', p .. 'jobs:ids', id)
-redis.call('ZREM', p .. 'jobs:status:pending', id)
-redis.call('ZREM', p .. 'jobs:pending:' .. job_type, id)
-redis.call('HINCRBY', p .. 'jobs:counts', 'pending', -1)
-return 1
-"""
 
 
 def _dumps(value: Any) -> str:
@@ -221,13 +104,7 @@ class RedisJobStore:
         # Made on first use: inside the worker, after gevent patched sockets.
         if self._client is None:
             self._client = connect(self.url)
-            for name, body in (
-                ("create", _CREATE),
-                ("update", _UPDATE),
-                ("claim", _CLAIM),
-                ("cancel", _CANCEL),
-                ("withdraw", _WITHDRAW),
-            ):
+            for name, body in SCRIPTS.items():
                 self._scripts[name] = self._client.register_script(body)
         return self._client
 

@@ -26,6 +26,20 @@ const EXAMPLES = {
   "": "{}",
 };
 const TOKEN_KEY = "jobstream.apiToken";
+// What the jobs area says while it has no picture yet, by connection state.
+// An EventSource that gets no answer stays CONNECTING without an error, so
+// after this long "connecting" is reported as not connecting.
+const CONNECT_PATIENCE_MS = 5000;
+const WAITING_WORDS = {
+  connecting: "Connecting…",
+  slow: "Cannot connect to the server yet. Still trying…",
+  live: "Loading jobs…",
+  reconnecting: "Cannot reach the server. Reconnecting…",
+  busy: "The server is at capacity. Retrying…",
+  restarting: "The server is restarting. Retrying…",
+  closed: "Not connected.",
+};
+const EMPTY_WORDS = "No jobs yet. Start one above.";
 
 const $ = (sel) => document.querySelector(sel);
 const rows = $("#job-rows");
@@ -128,11 +142,30 @@ function scheduleCounts() {
     const counts = Object.fromEntries(Object.keys(STATUS_WORDS).map((s) => [s, 0]));
     for (const row of byId.values()) counts[row.dataset.status] = (counts[row.dataset.status] || 0) + 1;
     for (const el of document.querySelectorAll("[data-count]")) el.textContent = counts[el.dataset.count] || 0;
-    $("#empty").hidden = byId.size > 0;
+    showEmpty();
   });
 }
 
+/**
+ * "No jobs yet" only once the server's snapshot said so: before that the
+ * table is empty because nothing has arrived, and the area says why.
+ */
+function showEmpty() {
+  const el = $("#empty");
+  el.hidden = byId.size > 0;
+  let state = js.synced ? "empty" : js.status.state;
+  if (state === "connecting" && !patient) state = "slow";
+  el.dataset.state = state;
+  el.textContent = state === "empty" ? EMPTY_WORDS : WAITING_WORDS[state] || WAITING_WORDS.connecting;
+}
+
 // -- the stream ----------------------------------------------------------
+
+let patient = true;
+setTimeout(() => {
+  patient = false;
+  showEmpty();
+}, CONNECT_PATIENCE_MS);
 
 js.subscribe("jobs/*", render);
 js.on("snapshot", ({ jobs }) => replaceAll(jobs));
@@ -156,6 +189,7 @@ js.onStatus((status) => {
     tick();
     countdown = setInterval(tick, 1000);
   }
+  showEmpty();
 });
 
 // -- filters -------------------------------------------------------------

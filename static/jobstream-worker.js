@@ -54,7 +54,7 @@ self.onconnect = (e) => {
       // A tab joins, or comes back from the back/forward cache after its "bye".
       ports.add(port);
       if (!hub) startHub();
-      port.postMessage({ t: "state", jobs: store.list(), lastEventId: store.lastEventId, status });
+      port.postMessage({ t: "state", jobs: store.list(), lastEventId: store.lastEventId, synced: store.synced, status });
     } else if (data.t === "bye") {
       ports.delete(port);
       if (ports.size === 0 && hub) {

@@ -7,6 +7,7 @@
  *   const off = js.subscribe("jobs/*", (job) => render(job));   // current jobs now, then every newer version
  *   js.on("snapshot", ({ jobs }) => prune(jobs));                // the whole picture was replaced
  *   js.onStatus((s) => indicator(s.state));                      // connecting | live | reconnecting | busy | restarting | closed
+ *   js.synced;                                                    // false until the server's first snapshot arrived
  *   js.close();
  *
  * Why one connection: over HTTP/1.1 a browser opens at most six connections
@@ -86,11 +87,14 @@ function parseData(text) {
  * The jobs one place knows, newest version of each. `apply` returns the jobs
  * an event changed, or null for an event already seen (a relay hand-over can
  * deliver one twice). A snapshot replaces everything: it is the server's truth.
+ * `synced` says one has arrived (here, or in the store this one was loaded
+ * from): until then an empty store means "not known yet", not "no jobs".
  */
 export class JobStore {
   constructor() {
     this.jobs = new Map();
     this.lastEventId = null;
+    this.synced = false;
   }
 
   apply(msg) {
@@ -100,6 +104,7 @@ export class JobStore {
     if (msg.type === "snapshot") {
       const jobs = Array.isArray(msg.data?.jobs) ? msg.data.jobs : [];
       this.jobs = new Map(jobs.filter(isJob).map((j) => [j.id, j]));
+      this.synced = true;
       return [...this.jobs.values()];
     }
     if (msg.type === "job" && isJob(msg.data)) {
@@ -114,6 +119,7 @@ export class JobStore {
   load(state) {
     this.jobs = new Map((state.jobs || []).filter(isJob).map((j) => [j.id, j]));
     this.lastEventId = state.lastEventId || null;
+    this.synced = !!state.synced;
   }
 
   /** Newest first, as the server's snapshot. */
@@ -319,6 +325,15 @@ export class Jobstream {
     return this.store.lastEventId;
   }
 
+  /**
+   * True once the server's snapshot reached this tab (directly or through
+   * whoever holds the connection). A tab that joins a connection still
+   * opening gets a `snapshot` of no jobs with `synced` still false.
+   */
+  get synced() {
+    return this.store.synced;
+  }
+
   close() {
     if (this.closed) return;
     this.closed = true;
@@ -443,7 +458,7 @@ export class Jobstream {
   }
 
   _state() {
-    return { jobs: this.store.list(), lastEventId: this.store.lastEventId, status: this.status };
+    return { jobs: this.store.list(), lastEventId: this.store.lastEventId, synced: this.store.synced, status: this.status };
   }
 
   // -- receiving ----------------------------------------------------------
