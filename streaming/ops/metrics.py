@@ -107,8 +107,8 @@ class Metrics(Observer):
             self.disconnected.labels(reason)
         for trigger in REPLAY_TRIGGERS:
             self.replays.labels(trigger)
-        for reason in RESET_REASONS:
-            self.resets.labels(reason)
+        for reset in RESET_REASONS:
+            self.resets.labels(reset)
         self._sync_lock = threading.Lock()
         self._seen_delivered = 0
         self._seen_dropped = 0
