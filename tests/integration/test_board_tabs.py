@@ -26,7 +26,7 @@ from tests.support.browser import launch_browser
 from tests.support.server import ServerProcess
 from tests.support.sse import SSEClient
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 DOCS = ROOT / "docs"
 
 # Quick reconnects so restarts and refusals resolve within a test's budget.

@@ -56,7 +56,7 @@ def test_schemathesis_finds_no_5xx_and_no_response_off_spec(start_server: StartS
     # never ends, so it is left out; tests/test_stream.py covers its responses.
     server = start_server({"API_TOKEN": "fuzz-token"})
     command = [
-        *SCHEMATHESIS, "--config-file", str(Path(__file__).with_name("schemathesis.toml")),
+        *SCHEMATHESIS, "--config-file", str(Path(__file__).parents[1] / "integration" / "schemathesis.toml"),
         "run", server.url("/openapi.json"),
         "--exclude-path", "/stream",
         "--header", "Authorization: Bearer fuzz-token",
