@@ -1,12 +1,15 @@
 """gunicorn settings for Jobstream.
 
 Imported by the gunicorn master *before* gevent patches anything, so it
-imports only the standard library and ``server.settings`` (itself stdlib
-only). The app is never preloaded: each worker imports it after patching.
+imports only the standard library, ``server.settings`` and ``server.logs``
+(themselves stdlib only); the names under ``TYPE_CHECKING`` are for mypy.
+The app is never preloaded: each worker imports it after patching.
 prometheus_client in particular is imported only inside hooks: it chooses
 single- or multi-process mode at import, from ``PROMETHEUS_MULTIPROC_DIR``,
 which ``on_starting`` sets before the first worker is forked.
 """
+
+from __future__ import annotations
 
 import json
 import os
@@ -14,9 +17,16 @@ import resource
 import shutil
 import sys
 import tempfile
+from typing import TYPE_CHECKING
 
 from server.logs import LOGGER_CLASS, gunicorn_logconfig
 from server.settings import ConfigError, Settings
+
+if TYPE_CHECKING:
+    from gunicorn.arbiter import Arbiter
+    from gunicorn.workers.base import Worker
+
+    from streaming.scaleout.instance import InstanceTable
 
 try:
     _settings = Settings.from_env(os.environ)
@@ -58,10 +68,10 @@ if _want > _soft:
 # they live in a table the master shares with every worker it forks
 # (streaming/scaleout/instance.py). Made in on_starting (and again after a HUP re-read
 # this file), never at import.
-_table = None
+_table: InstanceTable | None = None
 
 
-def _ensure_table():
+def _ensure_table() -> None:
     global _table
     if _table is None and workers > 1:
         from streaming.scaleout.instance import InstanceTable
@@ -70,17 +80,17 @@ def _ensure_table():
         _table = InstanceTable.create(rows=2 * workers + 8)
 
 
-def on_reload(server):
+def on_reload(server: Arbiter) -> None:
     _ensure_table()
 
 
-def post_worker_init(worker):
+def post_worker_init(worker: Worker) -> None:
     from streaming.ops.lifecycle import post_worker_init as start
 
     start(worker, _table)
 
 
-def worker_int(worker):
+def worker_int(worker: Worker) -> None:
     from streaming.ops.lifecycle import worker_int as stop
 
     stop(worker)
@@ -92,7 +102,7 @@ _METRICS_DIR_ENV = "PROMETHEUS_MULTIPROC_DIR"
 _own_metrics_dir: list[str] = []  # the directory made here, removed on exit
 
 
-def on_starting(server):
+def on_starting(server: Arbiter) -> None:
     """Master, before any fork: the instance table, and an empty directory for metric files."""
     _ensure_table()
     directory = os.environ.get(_METRICS_DIR_ENV)
@@ -108,7 +118,7 @@ def on_starting(server):
         os.environ[_METRICS_DIR_ENV] = directory
 
 
-def child_exit(server, worker):
+def child_exit(server: Arbiter, worker: Worker) -> None:
     """Master, after a worker exited (or was killed): free its row of the
     instance table and drop its live gauges.
 
@@ -116,7 +126,7 @@ def child_exit(server, worker):
     ``os`` alone: importing prometheus_client here would import ``ssl`` and
     ``socket`` into the master, so every later-forked worker would have them
     before gevent patches (gevent warns; ssl would stay unpatched). Its
-    counters stay on disk, as counters must; tests/test_metrics.py checks
+    counters stay on disk, as counters must; tests/unit/test_metrics.py checks
     both against the pinned prometheus_client.
     """
     if _table is not None:
@@ -132,6 +142,6 @@ def child_exit(server, worker):
                 pass
 
 
-def on_exit(server):
+def on_exit(server: Arbiter) -> None:
     for directory in _own_metrics_dir:
         shutil.rmtree(directory, ignore_errors=True)

@@ -93,7 +93,7 @@ def quick() -> list[Scenario]:
 
 
 def smoke(n: int = 20) -> list[Scenario]:
-    """Tiny: for tests/test_bench_smoke.py."""
+    """Tiny: for tests/integration/test_bench_smoke.py."""
     return [
         Scenario("connect", "connect", Load(n=n, wait_stdin=True)),
         Scenario(

@@ -63,12 +63,22 @@ def redis_server(start_redis: StartRedis) -> RedisServer:
     return start_redis()
 
 
-# Fixtures that start real servers: a test that uses one (directly or through
-# another fixture) is an integration test, whatever file it is in.
+# Fixtures that start real servers (tests/integration/conftest.py adds
+# ``browser``). Tests under tests/integration are marked ``integration`` by
+# their directory; one elsewhere that uses such a fixture, directly or through
+# another fixture, would start a server in the fast unit run.
 SERVER_FIXTURES = frozenset({"start_server", "shared_server", "start_redis", "redis_server", "browser"})
 
 
+@pytest.hookimpl(trylast=True)  # after tests/integration/conftest.py has marked its tests
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    for item in items:
-        if SERVER_FIXTURES.intersection(getattr(item, "fixturenames", ())):
-            item.add_marker(pytest.mark.integration)
+    misplaced = [
+        item.nodeid
+        for item in items
+        if item.get_closest_marker("integration") is None
+        and SERVER_FIXTURES.intersection(getattr(item, "fixturenames", ()))
+    ]
+    if misplaced:
+        raise pytest.UsageError(
+            "these tests start servers but are not under tests/integration/: " + ", ".join(misplaced)
+        )

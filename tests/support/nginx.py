@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from tests.support.server import ROOT
+from tests.support.server import ROOT, refuse_in_unit_tests
 
 
 def free_port() -> int:
@@ -41,6 +41,7 @@ class NginxProcess:
         ]  # fmt: skip
 
     def start(self, timeout: float = 15.0) -> NginxProcess:
+        refuse_in_unit_tests("nginx")
         self.prefix.mkdir(parents=True, exist_ok=True)
         self._out = open(self.prefix / "run.log", "ab")
         self.proc = subprocess.Popen(self.command(), cwd=ROOT, stdout=self._out, stderr=subprocess.STDOUT)

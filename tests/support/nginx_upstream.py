@@ -15,6 +15,7 @@ from pathlib import Path
 import httpx
 
 from tests.support.redis import free_port
+from tests.support.server import refuse_in_unit_tests
 
 NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
 
@@ -68,6 +69,7 @@ class NginxProcess:
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self, timeout: float = 10.0) -> NginxProcess:
+        refuse_in_unit_tests("nginx")
         cmd = [NGINX, "-p", str(self.workdir), "-c", str(self.workdir / "nginx.conf"), "-g", "daemon off;"]
         self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + timeout

@@ -16,6 +16,8 @@ from pathlib import Path
 
 import redis
 
+from tests.support.server import refuse_in_unit_tests
+
 REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
 
 
@@ -43,6 +45,7 @@ class RedisServer:
         return f"redis://127.0.0.1:{self.port}/0"
 
     def start(self, timeout: float = 10.0) -> RedisServer:
+        refuse_in_unit_tests("redis-server")
         for _ in range(5):  # another process may take the free port first
             self.port = self.port or free_port()
             cmd = [

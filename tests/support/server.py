@@ -31,6 +31,13 @@ TEST_ENV = {
 }
 
 
+def refuse_in_unit_tests(what: str) -> None:
+    """Fail a test under tests/unit that starts a real server: the unit run must start none."""
+    test = os.environ.get("PYTEST_CURRENT_TEST", "")
+    if test.startswith("tests/unit/"):
+        raise RuntimeError(f"{test.rsplit(' ', 1)[0]} starts {what}: move it to tests/integration/")
+
+
 class ServerProcess:
     def __init__(
         self, workdir: Path, env: dict[str, str] | None = None, args: list[str] | None = None, port: int = 0
@@ -50,6 +57,7 @@ class ServerProcess:
     # -- process -----------------------------------------------------------
 
     def start(self, timeout: float = 20.0, wait_healthy: bool = True) -> ServerProcess:
+        refuse_in_unit_tests("gunicorn")
         self._log_file = open(self.log_path, "ab")
         self._log_offset = self.log_path.stat().st_size
         cmd = [

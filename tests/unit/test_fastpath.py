@@ -1,14 +1,14 @@
 """``GET /stream`` served in front of Flask (streaming/transport/fastpath.py).
 
 The fast path must be invisible: every request gets what the Flask view
-would give it. The in-process tests run one request through the fast path
-and the same request through the Flask app alone, and compare.
+would give it. These in-process tests run one request through the fast path
+and the same request through the Flask app alone, and compare; the bytes
+gunicorn sends are checked in ``tests/integration/test_fastpath_wire.py``.
 """
 
 from __future__ import annotations
 
 import json
-import socket
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -21,7 +21,6 @@ from app import create_app
 from server.settings import Settings
 from streaming.ops.service import StreamingService
 from streaming.transport.fastpath import StreamFastPath
-from tests.support.server import ServerProcess
 
 Result = tuple[str, dict[str, str], bytes]
 
@@ -123,22 +122,3 @@ def test_cors_same_origin_is_fast_and_cross_origin_gets_cors_headers(cors_app: F
     assert fast[1]["Vary"] == "Origin" and "Access-Control-Allow-Origin" not in fast[1]
     status, headers, _ = _call(_fast(cors_app), headers={"Origin": "https://page.example"})
     assert status == "200 OK" and headers["Access-Control-Allow-Origin"] == "https://page.example"
-
-
-@pytest.mark.timeout(30)
-def test_head_and_first_chunk_leave_in_one_write(shared_server: ServerProcess) -> None:
-    """Under gunicorn the response head and the opening are one ``send``,
-    so the first read of a connecting client holds both."""
-    with socket.create_connection(("127.0.0.1", shared_server.port), timeout=10) as sock:
-        sock.sendall(b"GET /stream?topic=one-write HTTP/1.1\r\nHost: 127.0.0.1\r\nUser-Agent: raw\r\n\r\n")
-        first = sock.recv(65536)
-    head, _, body = first.partition(b"\r\n\r\n")
-    lines = head.decode("latin-1").split("\r\n")
-    assert lines[0] == "HTTP/1.1 200 OK"
-    fields = {name.lower(): value for name, _, value in (line.partition(": ") for line in lines[1:])}
-    assert fields["transfer-encoding"] == "chunked" and fields["connection"] == "keep-alive"
-    assert fields["content-type"] == "text/event-stream; charset=utf-8" and "date" in fields
-    size, _, rest = body.partition(b"\r\n")
-    chunk = rest[: int(size, 16)]
-    assert chunk.startswith(b"retry: 3000\n: connected c") and chunk.endswith(b"\n\n")
-    assert rest[int(size, 16) :] == b"\r\n"

@@ -23,7 +23,7 @@ from bench.procs import free_port, wait_http_ok
 from bench.scenarios import smoke
 from bench.servers import Target
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 pytestmark = pytest.mark.skipif(shutil.which("go") is None, reason="needs golang-go to build bench/loadgen")
 

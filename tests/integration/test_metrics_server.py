@@ -1,26 +1,20 @@
-"""GET /metrics: Prometheus text, parsed by prometheus_client, with one and two workers."""
+"""GET /metrics: Prometheus text, parsed by prometheus_client, with one and two workers.
+
+The hot-path rule and the master's hooks are tested without a server in
+``tests/unit/test_metrics.py``.
+"""
 
 from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import sys
-from pathlib import Path
 
 import httpx
 import pytest
-from prometheus_client import generate_latest, values
 from prometheus_client.parser import text_string_to_metric_families
 
-from app import create_app
-from server.settings import Settings
-from streaming.core.client import Client
-from streaming.core.topics import TopicFilter
-from streaming.ops.metrics import Metrics
-from streaming.ops.service import StreamingService
 from tests.conftest import StartServer
-from tests.support.server import ROOT, ServerProcess
+from tests.support.server import ServerProcess
 from tests.support.sse import SSEClient
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
@@ -50,59 +44,6 @@ def streams_by_worker(server: ServerProcess, tries: int = 30) -> dict[int, set[s
         body = httpx.get(server.url("/admin/clients"), headers={"Connection": "close"}, timeout=10).json()
         seen[body["worker_pid"]] = {c["user_agent"] for c in body["clients"]}
     return seen
-
-
-def test_fanout_to_many_streams_touches_metrics_once_per_publish(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    # The hot-path rule: no metric call per event per client.
-    app = create_app(Settings(jobs_db=str(tmp_path / "jobs.db"), history_size=0))
-    svc: StreamingService = app.extensions["jobstream"]
-    clients = [Client.create(100, f"10.0.0.{n % 7}", "", TopicFilter()) for n in range(300)]
-    for client in clients:
-        assert svc.registry.admit(client) is None
-    updates: list[float] = []
-    original = values.MutexValue.inc
-
-    def counting_inc(self: values.MutexValue, amount: float) -> None:
-        updates.append(amount)
-        original(self, amount)  # type: ignore[no-untyped-call]
-
-    monkeypatch.setattr(values.MutexValue, "inc", counting_inc)
-    for n in range(20):
-        svc.publish("hot", "message", n)
-    assert all(c.writer.queue.qsize() == 20 for c in clients)
-    assert len(updates) <= 20 * 3  # published + histogram bucket and sum, per publish
-    svc.job_finished("completed", 2.5)
-    metrics: Metrics = app.extensions["jobstream.metrics"]
-    metrics.sync(svc.registry.stats())
-    text = generate_latest(metrics.exposed).decode()
-    assert 'jobstream_job_duration_seconds_count{status="completed"} 1.0' in text
-    assert "jobstream_events_published_total 20.0" in text
-    svc.close()
-
-
-def test_gunicorn_config_keeps_prometheus_out_of_the_master(tmp_path: Path) -> None:
-    # prometheus_client picks its mode at import and imports ssl/socket; the
-    # master must import neither before forking workers that gevent patches.
-    code = """
-import os, runpy, sys
-os.environ.pop("PROMETHEUS_MULTIPROC_DIR", None)
-conf = runpy.run_path("gunicorn.conf.py")
-conf["on_starting"](None)
-directory = os.environ["PROMETHEUS_MULTIPROC_DIR"]
-for name in ("gauge_livesum_4242.db", "counter_4242.db", "gauge_livesum_4343.db"):
-    open(os.path.join(directory, name), "w").close()
-conf["child_exit"](None, type("W", (), {"pid": 4242})())
-print(sorted(os.listdir(directory)))
-assert "prometheus_client" not in sys.modules and "ssl" not in sys.modules, "imported in the master"
-conf["on_exit"](None)
-assert not os.path.exists(directory)
-print("ok")
-"""
-    env = {"PATH": "/usr/bin:/bin", "JOBS_DB": f"{tmp_path}/jobs.db", "PYTHONPATH": str(ROOT)}
-    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
-    assert proc.stdout.split() == ["['counter_4242.db',", "'gauge_livesum_4343.db']", "ok"], proc.stderr
 
 
 @pytest.mark.timeout(60)

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
 from tests.conftest import StartServer
-from tests.support.browser import launch_browser
 from tests.support.sse import SSEClient
 
 WATCH = """
@@ -25,11 +23,6 @@ WATCH = """
   window.es = es;
 }
 """
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    yield from launch_browser()
 
 
 @pytest.mark.timeout(60)

@@ -30,7 +30,9 @@ def test_init_app_wires_hooks_but_starts_nothing(app: Flask) -> None:
     assert service.jobs is not None
     jobs = app.extensions["jobs"]
     for hook in ("started", "stopping"):  # the observer that starts and stops the runner
-        assert any(getattr(h.__self__, "runner", None) is jobs.runner for h in service.hooks.get(hook))
+        assert any(
+            getattr(getattr(h, "__self__", None), "runner", None) is jobs.runner for h in service.hooks.get(hook)
+        )
     assert app.extensions["jobs"].runner.running == {} and not service.started
     assert service.jobs.counts()["total"] == 0
 
