@@ -1,7 +1,8 @@
 """``GET /openapi.json``: the API description kept in ``docs/openapi.json``.
 
 The file is the source of truth, edited by hand next to the routes;
-tests/test_openapi.py fails when a route and the file disagree, and fuzzes
+tests/unit/test_openapi.py fails when a route and the file disagree;
+tests/integration/test_openapi_server.py fuzzes
 the live server against it with schemathesis.
 """
 
