@@ -1,8 +1,8 @@
 """The job store interface, and the factory that picks an implementation.
 
 Everything the runner, the views and the change feed need goes through
-``JobStore``, so a Redis-backed store (the scale-out issue) can sit beside
-``SqliteJobStore`` without touching them. Rules every implementation keeps:
+``JobStore``, so ``RedisJobStore`` (``jobs.redis_store``) sits beside
+``SqliteJobStore`` without either of them knowing. Rules every implementation keeps:
 
 * every change bumps ``version`` by exactly one and sets ``updated_at``;
 * status writes follow ``jobs.states.TRANSITIONS`` and are conditional on the

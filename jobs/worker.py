@@ -1,11 +1,12 @@
 """``python -m jobs.worker``: a runner without HTTP, against the same store.
 
-Use it to run jobs outside the web server (more CPU, other hosts with Redis
-later, handlers that must not share a process with the streams). It claims
-from the same database as the server, so a job runs once whichever process
-takes it; its changes reach the server's streams through the store's change
-feed (``jobs.feed.ChangeFeed``). It reads the same settings
-(``JOBS_DB``, ``JOBS_CONCURRENCY``, ``JOBS_HANDLERS``).
+Use it to run jobs outside the web server (more CPU, other hosts with Redis,
+handlers that must not share a process with the streams). It claims from the
+same store as the server, so a job runs once whichever process takes it. Its
+changes reach the streams through the SQLite store's change feed
+(``jobs.feed.ChangeFeed``, polled by the server) or, with ``REDIS_URL``, by
+publishing them to the shared event stream itself. It reads the same
+settings (``JOBS_DB`` or ``REDIS_URL``, ``JOBS_CONCURRENCY``, ``JOBS_HANDLERS``).
 
 SIGTERM or SIGINT: stop claiming, give running handlers ``--grace`` seconds
 to notice ``ctx.cancelled``, mark what still runs ``error``/``interrupted``,

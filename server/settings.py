@@ -1,9 +1,15 @@
 """Every setting Jobstream reads, parsed in one place.
 
-``Settings.from_env(os.environ)`` is the only code that looks at the
-environment. It is imported by ``gunicorn.conf.py`` in the unpatched master,
-so this module imports nothing beyond the standard library and creates no
-locks, threads or sockets.
+``Settings.from_env(os.environ)`` is the only code that reads Jobstream's
+settings from the environment (``PROMETHEUS_MULTIPROC_DIR``, which belongs to
+prometheus_client, is handled by ``gunicorn.conf.py`` and
+``streaming.ops.metrics``). It is imported by ``gunicorn.conf.py`` in the
+unpatched master, so this module imports nothing beyond the standard library
+and creates no locks, threads or sockets.
+
+Every field carries its variable, its parser and a ``doc``;
+``python -m scripts.settings_doc`` renders docs/settings.md from them, grouped
+by the comment lines between the fields.
 """
 
 from __future__ import annotations
@@ -74,40 +80,160 @@ def _csv(name: str, raw: str) -> tuple[str, ...]:
     return tuple(part.strip() for part in raw.split(",") if part.strip())
 
 
-def _field(env: str, default: Any, parse: Callable[[str, str], Any]) -> Any:
-    """A dataclass field that knows its environment variable and parser."""
-    return dataclasses.field(default=default, metadata={"env": env, "parse": parse})
+def _field(env: str, default: Any, parse: Callable[[str, str], Any], doc: str = "") -> Any:
+    """A dataclass field that knows its environment variable, its parser and
+    what it means (``doc``, one or two sentences of Markdown for docs/settings.md)."""
+    return dataclasses.field(default=default, metadata={"env": env, "parse": parse, "doc": doc})
 
 
 @dataclass(frozen=True)
 class Settings:
     """Typed settings; units are part of the names."""
 
-    # Streaming core (the original Go constants).
-    max_connections: int = _field("STREAM_MAX_CONNECTIONS", 1000, _positive_int)
-    client_buffer: int = _field("STREAM_CLIENT_BUFFER", 50, _positive_int)
-    keepalive_seconds: float = _field("STREAM_KEEPALIVE_INTERVAL", 30.0, _positive_seconds)
-    cleanup_seconds: float = _field("STREAM_CLEANUP_INTERVAL", 60.0, _positive_seconds)
-    send_timeout_seconds: float = _field("STREAM_SEND_TIMEOUT", 5.0, _positive_seconds)
-    retry_ms: int = _field("STREAM_RETRY_MS", 3000, _non_negative_int)
+    # Streams: capacity, buffers, keep-alives and timeouts.
+    max_connections: int = _field(
+        "STREAM_MAX_CONNECTIONS",
+        1000,
+        _positive_int,
+        "Open streams allowed per instance (all workers of one gunicorn master). One more gets `503` +"
+        " `Retry-After`, or `event: overloaded` with `STREAM_REJECT_MODE=retry`.",
+    )
+    client_buffer: int = _field(
+        "STREAM_CLIENT_BUFFER",
+        50,
+        _positive_int,
+        "Events queued per stream. When the buffer is full, the next event is dropped for that stream only"
+        " and replayed from history before anything newer.",
+    )
+    keepalive_seconds: float = _field(
+        "STREAM_KEEPALIVE_INTERVAL",
+        30.0,
+        _positive_seconds,
+        "Seconds of silence after which a stream gets a `: keepalive` comment. Proxy and load balancer"
+        " read timeouts must be longer.",
+    )
+    cleanup_seconds: float = _field(
+        "STREAM_CLEANUP_INTERVAL",
+        60.0,
+        _positive_seconds,
+        "Seconds between sweeps that end stale streams (no successful write for twice the keep-alive plus the"
+        " send timeout) and streams whose buffer stayed full too long.",
+    )
+    send_timeout_seconds: float = _field(
+        "STREAM_SEND_TIMEOUT",
+        5.0,
+        _positive_seconds,
+        "Seconds a stream's buffer may stay full before the stream is evicted: its socket is shut down and"
+        " the browser reconnects with `Last-Event-ID`.",
+    )
+    retry_ms: int = _field(
+        "STREAM_RETRY_MS",
+        3000,
+        _non_negative_int,
+        "The `retry:` (milliseconds) every stream opens with: how long a browser waits before it reconnects.",
+    )
     # Delivery: history, reconnect spreading, soft rejection.
-    history_size: int = _field("STREAM_HISTORY_SIZE", 1000, _non_negative_int)
-    reconnect_jitter_ms: int = _field("STREAM_RECONNECT_JITTER_MS", 10000, _non_negative_int)
-    drain_seconds: float = _field("STREAM_DRAIN_SECONDS", 0.0, _non_negative_seconds)
-    reject_mode: str = _field("STREAM_REJECT_MODE", "status", _choice("status", "retry"))
-    max_connections_per_ip: int = _field("STREAM_MAX_CONNECTIONS_PER_IP", 0, _non_negative_int)
-    allowed_origins: tuple[str, ...] = _field("STREAM_ALLOWED_ORIGINS", (), _csv)
+    history_size: int = _field(
+        "STREAM_HISTORY_SIZE",
+        1000,
+        _non_negative_int,
+        "Newest events kept for `Last-Event-ID` replay and gap heals; 0 turns replay off. Embedded: kept in"
+        " `JOBS_DB`. With Redis the stream keeps at least this many, and never fewer than 100.",
+    )
+    reconnect_jitter_ms: int = _field(
+        "STREAM_RECONNECT_JITTER_MS",
+        10000,
+        _non_negative_int,
+        "Upper bound (ms) of the random delay, drawn from [`STREAM_RETRY_MS`, this], sent as `retry:` with"
+        " the shutdown farewell and as `Retry-After`/`retry:` with a refusal. Must be ≥ `STREAM_RETRY_MS`.",
+    )
+    drain_seconds: float = _field(
+        "STREAM_DRAIN_SECONDS",
+        0.0,
+        _non_negative_seconds,
+        "On SIGTERM, spread the streams' farewells over this many seconds (0: all at once). gunicorn's"
+        " `graceful_timeout` becomes this + 15.",
+    )
+    reject_mode: str = _field(
+        "STREAM_REJECT_MODE",
+        "status",
+        _choice("status", "retry"),
+        "How a refused stream is answered. `status`: `503` (`429` per address) + `Retry-After`, which ends"
+        " a plain `EventSource` for good; `retry`: `200` + `retry:` + `event: overloaded` (`event: shutdown`"
+        " while draining), so it comes back by itself.",
+    )
+    max_connections_per_ip: int = _field(
+        "STREAM_MAX_CONNECTIONS_PER_IP",
+        0,
+        _non_negative_int,
+        "Open streams per client address per instance (0: no limit); one more gets `429`. The address is"
+        " the one `TRUSTED_PROXIES` yields.",
+    )
+    allowed_origins: tuple[str, ...] = _field(
+        "STREAM_ALLOWED_ORIGINS",
+        (),
+        _csv,
+        "Comma-separated origins (or `*`) whose pages may open `/stream` and call the JSON API cross-origin."
+        " Cookies are never allowed. Unset: no CORS headers.",
+    )
     # Process.
-    port: int = _field("PORT", 8000, _port)
-    web_concurrency: int = _field("WEB_CONCURRENCY", 1, _positive_int)
-    log_level: str = _field("LOG_LEVEL", "info", _choice("debug", "info", "warning", "error", "critical"))
-    trusted_proxies: int = _field("TRUSTED_PROXIES", 0, _non_negative_int)
-    api_token: str = _field("API_TOKEN", "", _text)
-    redis_url: str = _field("REDIS_URL", "", _text)
+    port: int = _field("PORT", 8000, _port, "TCP port gunicorn listens on.")
+    web_concurrency: int = _field(
+        "WEB_CONCURRENCY",
+        1,
+        _positive_int,
+        "gunicorn worker processes; more than 1 needs `REDIS_URL`. Stream limits and `/health` then count"
+        " the whole instance.",
+    )
+    log_level: str = _field(
+        "LOG_LEVEL",
+        "info",
+        _choice("debug", "info", "warning", "error", "critical"),
+        "How much the app and gunicorn log (JSON lines on stderr; access lines stay off at every level).",
+    )
+    trusted_proxies: int = _field(
+        "TRUSTED_PROXIES",
+        0,
+        _non_negative_int,
+        "Proxies in front of gunicorn that append to `X-Forwarded-For` (nginx alone: 1; a load balancer in"
+        " front of nginx: 2). The client's address and scheme are taken that many hops from the right; 0"
+        " trusts no header.",
+    )
+    api_token: str = _field(
+        "API_TOKEN",
+        "",
+        _text,
+        "Bearer token required for every write (any method but GET, HEAD and OPTIONS) and for `/admin/*`."
+        " Unset: everything is open and each worker logs a warning.",
+    )
+    redis_url: str = _field(
+        "REDIS_URL",
+        "",
+        _text,
+        "`redis://` or `rediss://` URL of a Redis 7.0 or newer: events, their history and the jobs then"
+        " live there, shared by every worker and host. Unset: one worker, SQLite.",
+    )
     # Jobs.
-    jobs_db: str = _field("JOBS_DB", "./var/jobs.db", _text)
-    jobs_concurrency: int = _field("JOBS_CONCURRENCY", 4, _positive_int)
-    jobs_handlers: tuple[str, ...] = _field("JOBS_HANDLERS", (), _csv)
+    jobs_db: str = _field(
+        "JOBS_DB",
+        "./var/jobs.db",
+        _text,
+        "SQLite file for the jobs and the event history; its directory is created at start-up. Not used"
+        " with `REDIS_URL`.",
+    )
+    jobs_concurrency: int = _field(
+        "JOBS_CONCURRENCY",
+        4,
+        _positive_int,
+        "Jobs one process runs at once, in OS threads: each server worker, each `python -m jobs.worker`.",
+    )
+    jobs_handlers: tuple[str, ...] = _field(
+        "JOBS_HANDLERS",
+        (),
+        _csv,
+        "Comma-separated modules imported at start-up to register job handlers (`@handler`). One that"
+        " cannot be imported stops the process from starting.",
+    )
 
     def __post_init__(self) -> None:
         if self.reconnect_jitter_ms < self.retry_ms:

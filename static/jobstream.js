@@ -18,7 +18,7 @@
  *             when it goes away the next tab in the lock queue takes over and resumes from the last id;
  *   "direct": one EventSource in this tab.
  *
- * Protocol (see README "HTTP API"): every event carries an `id`; the connection
+ * Protocol (see docs/api.md): every event carries an `id`; the connection
  * resumes from the last one (the browser sends `Last-Event-ID` on its own
  * reconnects; a new EventSource passes `?last_event_id=`). `reset` + `snapshot`
  * replace the picture when a resume cannot be served. `shutdown` means the server

@@ -1,8 +1,9 @@
 """Where published events go: ids, history and fan-out behind one interface.
 
 The streaming code only sees ``Broker``. ``MemoryBroker`` is the embedded
-default (one process, history in SQLite); a Redis Stream broker can stand in
-its place for several workers and hosts.
+default (one process, history in SQLite); ``RedisBroker``
+(``streaming.scaleout.redis_broker``) stands in its place for several workers
+and hosts.
 """
 
 from __future__ import annotations
@@ -51,8 +52,10 @@ class MemoryBroker:
     """In-process fan-out: publish assigns the id and fans out synchronously.
 
     One lock orders id assignment, history and fan-out, so every client
-    sees events in id order. Nothing under it can block: the SQLite insert
-    is a short local write and the fan-out only calls ``put_nowait``.
+    sees events in id order. Nothing under it waits for a client: the SQLite
+    insert is a short local write, and the fan-out only queues with
+    ``put_nowait`` or makes one non-blocking send (yielding every 64 sends,
+    with the lock held so the order stays).
     """
 
     def __init__(self, registry: Registry, history_size: int, store: SqliteHistory | None = None) -> None:

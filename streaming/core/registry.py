@@ -6,9 +6,11 @@ Constraints that shape this module:
   greenlet that blocks while holding it stalls every stream of the worker.
   The lock is therefore held only for dict and counter updates: the capacity
   check and the insert are one step under it, and nothing under it can yield.
-* ``fanout`` never takes the lock. It walks an immutable tuple of the
-  clients, rebuilt lazily after membership changed (so ``admit`` stays O(1)
-  at 10,000 streams), and only calls ``put_nowait``.
+* ``fanout`` does not hold the lock while it offers events. It walks an
+  immutable tuple of the clients, rebuilt lazily (under the lock) after
+  membership changed, so ``admit`` stays O(1) at 10,000 streams; and it
+  never waits: ``StreamWriter.offer`` queues with ``put_nowait`` or makes one
+  non-blocking send.
 * ``sweep(now)`` takes the time as an argument so tests need no sleeping.
 """
 

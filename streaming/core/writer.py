@@ -3,8 +3,10 @@
 Each open stream owns one ``StreamWriter``. The fan-out offers it every
 matching event (``offer``); the writer either sends the event to the socket
 itself or queues it for the stream's generator, which hands its batches to
-gunicorn. This module is the only place a stream's socket is written outside
-gunicorn, and the only place its buffer is filled.
+gunicorn. Once a stream is open, this module is the only place its socket is
+written outside gunicorn (the fast path sends the response head together with
+the opening, ``streaming.transport.fastpath``), and the only place its buffer
+is filled.
 
 Direct writes. At low event rates each event would otherwise wake every
 stream's greenlet once: a switch, a generator resume and gunicorn's chunked

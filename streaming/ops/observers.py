@@ -2,8 +2,9 @@
 
 An observer subclasses ``Observer`` and overrides the methods it cares
 about; ``StreamingService.observe`` registers it. This is the one way in:
-metrics, the jobs package and the Redis broker's peer wait all come through
-here, and nothing assigns another module's attributes.
+metrics, the jobs package and the instance stats copier all come through
+here, and nothing assigns another module's attributes. (The Redis broker's
+wait for the host's other workers is handed over by ``share_limits``.)
 
 Each hook runs once per stream, publish, replay, reset, job or lifecycle
 step, never per event per client, and must not block (under gevent a slow

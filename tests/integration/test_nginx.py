@@ -1,4 +1,4 @@
-"""deploy/nginx.conf in front of a real gunicorn, started as the README says.
+"""deploy/nginx.conf in front of a real gunicorn, started as docs/deployment.md says.
 
 nginx connects to gunicorn from 127.0.0.2 (``proxy_bind``) and test clients
 connect from other loopback addresses, so the address the app reports can

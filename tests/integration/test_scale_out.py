@@ -189,7 +189,7 @@ def two_hosts(
         pytest.skip("nginx is not installed (.ci/run installs it)")
     a = start_server(scale_env(redis_server, 1), name="host-a")
     b = start_server(scale_env(redis_server, 1), name="host-b")
-    upstream, locations = readme_blocks(ROOT / "README.md", [a.port, b.port])
+    upstream, locations = readme_blocks(ROOT / "docs" / "scale-out.md", [a.port, b.port])
     proxy = NginxProcess(tmp_path / "nginx", upstream, locations).start()
     yield a, b, proxy
     proxy.stop()

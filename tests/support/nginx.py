@@ -1,4 +1,4 @@
-"""A real nginx running deploy/nginx.conf through deploy/run_nginx.py, as the README says."""
+"""A real nginx running deploy/nginx.conf through deploy/run_nginx.py, as docs/deployment.md says."""
 
 from __future__ import annotations
 

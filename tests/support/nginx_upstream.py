@@ -46,9 +46,9 @@ def available() -> bool:
 
 
 def readme_blocks(readme: Path, ports: list[int]) -> tuple[str, str]:
-    """The README's scale-out nginx example (upstream, locations), pointed at ``ports``.
+    """The scale-out nginx example in docs/scale-out.md (upstream, locations), pointed at ``ports``.
 
-    The test runs what the README shows: only the ``server`` addresses of
+    The test runs what the docs show: only the ``server`` addresses of
     the upstream change.
     """
     blocks = re.findall(r"```nginx\n(.*?)```", readme.read_text(), flags=re.S)
