@@ -254,7 +254,9 @@ class Registry:
             "stale": self.closed[CloseReason.STALE],
         }
 
-    def stats(self) -> dict[str, Any]:
+    def stats(self, instance: bool = True) -> dict[str, Any]:
+        """This worker's counters, or (``instance``, with shared limits) the
+        instance's totals in place of this worker's."""
         with self._lock:
             # Snapshot and retired total read together: a client removed in
             # between would otherwise be counted twice, and total_messages
@@ -278,7 +280,7 @@ class Registry:
             "dropped": self.dropped,
             **counters,
         }
-        if self.admission is not None:
+        if instance and self.admission is not None:
             # Instance-wide totals; the by-reason breakdowns stay this worker's.
             totals = self.admission.totals(stats)
             stats["active_connections"] = totals["active"]

@@ -34,6 +34,7 @@ from streaming import EXTENSION as EXTENSION_SERVICE
 from streaming.core.client import Client
 from streaming.core.events import Event
 from streaming.core.reasons import CloseReason, RefusalReason
+from streaming.core.registry import Registry
 from streaming.ops.observers import Observer
 from streaming.ops.service import StreamingService
 
@@ -136,8 +137,13 @@ class Metrics(Observer):
     def reset(self, reason: str) -> None:
         self.resets.labels(_bounded(reason, RESET_REASONS)).inc()
 
-    def sync(self, stats: dict[str, Any]) -> None:
-        """Copy the registry's exact delivered/dropped totals (they only grow)."""
+    def sync(self, registry: Registry) -> None:
+        """Copy this worker's exact delivered/dropped totals (they only grow).
+
+        This worker's own, never the instance's: every worker's counter is
+        summed across the multiprocess files at scrape time.
+        """
+        stats = registry.stats(instance=False)
         with self._sync_lock:
             delivered, dropped = int(stats["total_messages"]), int(stats["dropped"])
             if delivered > self._seen_delivered:
@@ -159,7 +165,7 @@ class _Syncer(Observer):
     def _run(self, stop: threading.Event) -> None:
         while not stop.wait(SYNC_SECONDS):
             try:
-                self.metrics.sync(self.service.registry.stats())
+                self.metrics.sync(self.service.registry)
             except Exception:
                 log.exception("metrics sync failed; will retry")
 
@@ -168,7 +174,7 @@ class _Syncer(Observer):
 
     def stopping(self) -> None:
         self._loop.stop()
-        self.metrics.sync(self.service.registry.stats())
+        self.metrics.sync(self.service.registry)
 
 
 def init_app(app: Flask, service: StreamingService, environ: dict[str, str] | None = None) -> Metrics:
@@ -190,6 +196,6 @@ def metrics_of(app: Flask) -> Metrics:
 def scrape() -> Response:
     metrics = metrics_of(current_app)
     service: StreamingService = current_app.extensions[EXTENSION_SERVICE]
-    metrics.sync(service.registry.stats())
+    metrics.sync(service.registry)
     body = generate_latest(metrics.exposed)
     return Response(body, content_type=CONTENT_TYPE_LATEST)

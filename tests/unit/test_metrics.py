@@ -6,6 +6,7 @@ What ``GET /metrics`` serves, with one and two workers, is in
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -45,7 +46,7 @@ def test_fanout_to_many_streams_touches_metrics_once_per_publish(
     assert len(updates) <= 20 * 3  # published + histogram bucket and sum, per publish
     svc.job_finished("completed", 2.5)
     metrics: Metrics = app.extensions["jobstream.metrics"]
-    metrics.sync(svc.registry.stats())
+    metrics.sync(svc.registry)
     text = generate_latest(metrics.exposed).decode()
     assert 'jobstream_job_duration_seconds_count{status="completed"} 1.0' in text
     assert "jobstream_events_published_total 20.0" in text
@@ -73,3 +74,28 @@ print("ok")
     env = {"PATH": "/usr/bin:/bin", "JOBS_DB": f"{tmp_path}/jobs.db", "PYTHONPATH": str(ROOT)}
     proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
     assert proc.stdout.split() == ["['counter_4242.db',", "'gauge_livesum_4343.db']", "ok"], proc.stderr
+
+
+def test_delivered_counts_this_worker_only_when_workers_share_a_table(tmp_path: Path) -> None:
+    # Each worker's counter is summed across workers at scrape time, so it must
+    # hold that worker's own deliveries, not the instance totals /health shows.
+    from streaming.scaleout.instance import InstanceAdmission, InstanceTable
+
+    table = InstanceTable.create(rows=4)
+    try:
+        other = table.claim(os.getppid())  # another live "worker", which delivered 500
+        table.publish(other, {"total_messages": 500, "dropped": 7})
+        app = create_app(Settings(jobs_db=str(tmp_path / "jobs.db"), history_size=0))
+        svc: StreamingService = app.extensions["jobstream"]
+        svc.share_limits(InstanceAdmission(table, table.claim(os.getpid()), 100, 0))
+        client = Client.create(100, "10.0.0.1", "", TopicFilter())
+        assert svc.registry.admit(client) is None
+        for n in range(3):
+            svc.publish("t", "message", n)
+        client.writer.events_sent = 3  # as the generator counts what it wrote
+        assert svc.registry.stats()["total_messages"] == 503  # the instance, for /health
+        text = app.test_client().get("/metrics").get_data(as_text=True)
+        assert "jobstream_events_delivered_total 3.0" in text
+        svc.close()
+    finally:
+        table.close()
