@@ -24,7 +24,7 @@ from streaming.core.events import check_data, check_event_name, encode, encode_c
 from streaming.core.reasons import RefusalReason
 from streaming.core.topics import TopicFilter, check_topic
 from streaming.ops import metrics
-from streaming.ops.service import StreamingService
+from streaming.ops.service import ShuttingDown, StreamingService
 from streaming.transport.connect import begin_stream, forget, last_event_id, new_client
 from streaming.transport.fastpath import REFUSED_KEY, StreamFastPath
 
@@ -47,6 +47,19 @@ def init_app(app: Flask, service: StreamingService) -> None:
     def _unavailable(exc: BrokerUnavailable) -> Response:
         # Redis (events or the job store) is unreachable: say so, and when to retry.
         return error_response(503, f"service unavailable: {exc}", {"Retry-After": str(UNAVAILABLE_RETRY_SECONDS)})
+
+    @app.errorhandler(ShuttingDown)
+    def _shutting_down(exc: ShuttingDown) -> Response:
+        # A write while draining (``StreamingService.accepting_write``): not
+        # attempted, so nothing half-done; the client retries elsewhere or later.
+        retry_after = max(1, math.ceil(service.settings.retry_ms / 1000))
+        return error_response(
+            503,
+            "server shutting down",
+            {"Retry-After": str(retry_after)},
+            reason=RefusalReason.DRAINING,
+            retry_after=retry_after,
+        )
 
 
 def service() -> StreamingService:
@@ -133,7 +146,8 @@ def publish() -> tuple[Response, int]:
     except ValueError as exc:
         fail(400, str(exc))
     try:
-        published = svc.publish(topic, event, data)
+        with svc.accepting_write():
+            published = svc.publish(topic, event, data)
     except BrokerUnavailable as exc:
         fail(503, f"event not accepted: broker unavailable ({exc})")
     # Back-pressure without a lock or a queue: under gevent this lets every
