@@ -78,7 +78,13 @@ def encode_retry(retry_ms: int) -> bytes:
 
 
 def encode_comment(text: str = "") -> bytes:
-    """A comment line. Used for keep-alives: it reaches the socket but no handler."""
+    """A comment line (one per line of ``text``), with no blank line after it.
+
+    Used for keep-alives: it reaches the socket but no handler. A blank line
+    would end an event: browsers dispatch nothing for it, but clients that
+    keep the last id or ``retry`` (httpx-sse, fetch-event-source) surface an
+    empty ``message``.
+    """
     lines = _LINE_BREAK.split(text) if text else [""]
     return "".join(f": {line}\n" if line else ":\n" for line in lines).encode("utf-8")
 

@@ -30,7 +30,11 @@ from streaming.core.registry import Registry
 from streaming.core.writer import KEEPALIVE as KEEPALIVE_TICK
 from streaming.core.writer import WAKE
 
-KEEPALIVE = encode_comment("keepalive") + b"\n"
+# Comments end with their own line break and nothing more: a blank line
+# after one dispatches nothing in a browser, but clients that keep the last
+# id or retry across events (httpx-sse, fetch-event-source) surface it as an
+# empty ``message``.
+KEEPALIVE = encode_comment("keepalive")
 # A full queue is drained into one write; more would only delay the first.
 MAX_BATCH = 256
 MAX_WRITE_BYTES = 64 * 1024
@@ -61,7 +65,7 @@ def open_stream(
     reason = CloseReason.CLIENT
     writer = client.writer
     try:
-        opening = [encode_retry(options.retry_ms), encode_comment(f"connected {client.id}") + b"\n"]
+        opening = [encode_retry(options.retry_ms), encode_comment(f"connected {client.id}")]
         # writer.last_key: the newest id written (here or by a direct write);
         # anything at or below it arriving later is a duplicate and skipped.
         heal_from = start_key  # where a gap is replayed from while nothing was sent
@@ -153,7 +157,7 @@ def open_stream(
         # browser retries later with the same Last-Event-ID and loses nothing
         # (a reset here would throw its position away).
         reason = CloseReason.UNAVAILABLE
-        yield encode_retry(options.retry_ms) + encode_comment("broker unavailable, retry later") + b"\n"
+        yield encode_retry(options.retry_ms) + encode_comment("broker unavailable, retry later")
     except GeneratorExit:
         reason = client.closing or CloseReason.CLIENT
         raise
