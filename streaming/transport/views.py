@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import os
 import time
 from typing import Any
@@ -27,6 +26,7 @@ from streaming.ops import metrics
 from streaming.ops.service import ShuttingDown, StreamingService
 from streaming.transport.connect import begin_stream, forget, last_event_id, new_client
 from streaming.transport.fastpath import REFUSED_KEY, StreamFastPath
+from streaming.transport.stream import SHUTTING_DOWN, retry_after_seconds, shutdown_frame
 
 bp = Blueprint("streaming", __name__)
 log = logging.getLogger("jobstream.streaming")
@@ -52,10 +52,10 @@ def init_app(app: Flask, service: StreamingService) -> None:
     def _shutting_down(exc: ShuttingDown) -> Response:
         # A write while draining (``StreamingService.accepting_write``): not
         # attempted, so nothing half-done; the client retries elsewhere or later.
-        retry_after = max(1, math.ceil(service.settings.retry_ms / 1000))
+        retry_after = retry_after_seconds(service.settings.retry_ms)
         return error_response(
             503,
-            "server shutting down",
+            SHUTTING_DOWN,
             {"Retry-After": str(retry_after)},
             reason=RefusalReason.DRAINING,
             retry_after=retry_after,
@@ -97,35 +97,38 @@ def stream() -> Response:
 
 def _refuse(svc: StreamingService, client: Any, reason: RefusalReason) -> Response:
     retry_ms = svc.reconnect_delay_ms()
-    retry_after = str(max(1, math.ceil(retry_ms / 1000)))
-    stats = svc.registry.stats()
-    message = {
-        RefusalReason.CAPACITY: "server at capacity",
-        RefusalReason.PER_IP: "too many streams from this address",
-        RefusalReason.DRAINING: "server shutting down",
-    }[reason]
     log.warning(
         "stream rejected",
         extra={"event": "stream_rejected", "reason": reason, "ip": client.remote_addr, "user_agent": client.user_agent},
     )
+    if reason is RefusalReason.DRAINING:
+        # Always the soft way, whatever STREAM_REJECT_MODE: this is often a
+        # browser that the farewell's ``retry:`` sent back while the drain
+        # goes on, and a browser's EventSource never retries after a non-200.
+        # Same frame as the farewell: come back after ``retry:`` (to a new
+        # server, or to this one's ``shutdown`` again), and end.
+        registry = svc.registry
+        body = encode_comment(SHUTTING_DOWN) + shutdown_frame(retry_ms, len(registry), registry.max_connections)
+        return Response(body, mimetype="text/event-stream", headers=SSE_HEADERS)
+    message = "too many streams from this address" if reason is RefusalReason.PER_IP else "server at capacity"
+    stats = svc.registry.stats()
     detail: dict[str, Any] = {
         "reason": reason,
         "active_connections": stats["active_connections"],
         "max_connections": stats["max_connections"],
-        "retry_after": int(retry_after),
+        "retry_after": retry_after_seconds(retry_ms),
     }
     if svc.settings.reject_mode == "retry":
         # A browser's EventSource gives up for good on any non-200; a 200 that
         # sets a long retry and ends makes unmodified pages back off and return.
-        name = "shutdown" if reason is RefusalReason.DRAINING else "overloaded"
         body = (
             encode_retry(retry_ms)
             + encode_comment(message)
-            + encode(event=name, data=json.dumps({"error": message, **detail}))
+            + encode(event="overloaded", data=json.dumps({"error": message, **detail}))
         )
         return Response(body, mimetype="text/event-stream", headers=SSE_HEADERS)
     status = 429 if reason is RefusalReason.PER_IP else 503
-    return error_response(status, message, {"Retry-After": retry_after}, **detail)
+    return error_response(status, message, {"Retry-After": str(detail["retry_after"])}, **detail)
 
 
 @bp.post("/events")
