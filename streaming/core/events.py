@@ -24,11 +24,15 @@ _BAD_NAME = re.compile(r"[\r\n\0]")
 
 
 def check_text(field: str, value: str) -> str:
-    """``value`` unless it cannot be UTF-8 (a lone surrogate, such as JSON's ``"\\ud800"``)."""
+    """``value`` unless it cannot be UTF-8: a lone surrogate, such as JSON's
+    ``"\\ud800"``, or URL bytes that were not UTF-8 (``%ED%A0%80``, ``%FF``),
+    which a ``surrogateescape`` decode keeps as lone surrogates."""
     try:
         value.encode("utf-8")
     except UnicodeEncodeError:
-        raise ValueError(f"{field} contains a lone surrogate (not valid Unicode text)") from None
+        raise ValueError(
+            f"{field} contains a lone surrogate or bytes that are not UTF-8 (not valid Unicode text)"
+        ) from None
     return value
 
 

@@ -24,7 +24,7 @@ from streaming.core.reasons import RefusalReason
 from streaming.core.topics import TopicFilter, check_topic
 from streaming.ops import metrics
 from streaming.ops.service import ShuttingDown, StreamingService
-from streaming.transport.connect import begin_stream, forget, last_event_id, new_client
+from streaming.transport.connect import begin_stream, forget, last_event_id, new_client, query_pairs
 from streaming.transport.fastpath import REFUSED_KEY, StreamFastPath
 from streaming.transport.stream import SHUTTING_DOWN, retry_after_seconds, shutdown_frame
 
@@ -72,8 +72,11 @@ def service() -> StreamingService:
 @bp.get("/stream")
 def stream() -> Response:
     svc = service()
+    # The fast path's parse, not ``request.args``: Werkzeug keeps invalid
+    # UTF-8 such as %ED%A0%80 as literal text, and fails on raw non-ASCII.
+    args = query_pairs(request.environ)
     try:
-        topics = TopicFilter(request.args.getlist("topic"))
+        topics = TopicFilter([value for key, value in args if key == "topic"])
     except ValueError as exc:
         fail(400, str(exc))
     client = new_client(svc, request.environ, topics)
@@ -81,9 +84,8 @@ def stream() -> Response:
     refused = request.environ.pop(REFUSED_KEY, None) or svc.registry.admit(client)
     if refused is not None:
         return _refuse(svc, client, refused)
-    body = begin_stream(
-        svc, client, request.environ, last_event_id(request.environ, request.args.get("last_event_id", ""))
-    )
+    query_id = next((value for key, value in args if key == "last_event_id"), "")
+    body = begin_stream(svc, client, request.environ, last_event_id(request.environ, query_id))
     response = Response(body, mimetype="text/event-stream", headers=SSE_HEADERS)
     # The generator goes to gunicorn as it is, not wrapped in Werkzeug's
     # encoding and closing iterators: two fewer layers on every write and in
