@@ -9,6 +9,8 @@ locks, threads or sockets.
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -56,6 +58,35 @@ def _port(name: str, raw: str) -> int:
     return value
 
 
+# RFC 1123 host name labels: letters, digits and inner hyphens.
+_LABEL = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)")
+
+
+def _host(name: str, raw: str) -> str:
+    """An address to listen on: an IPv4 or IPv6 literal or a host name."""
+    value = raw.strip()
+    if value.startswith("[") and value.endswith("]"):
+        # Brackets, as in a URL, and only around an IPv6 address.
+        if _ip_version(value[1:-1]) == 6:
+            return value[1:-1]
+    elif _ip_version(value) or _is_host_name(value):
+        return value
+    raise ConfigError(name, raw, "must be an IPv4 or IPv6 address (such as 127.0.0.1, 0.0.0.0 or ::) or a host name")
+
+
+def _ip_version(value: str) -> int | None:
+    try:
+        return ipaddress.ip_address(value).version
+    except ValueError:
+        return None
+
+
+def _is_host_name(value: str) -> bool:
+    labels = value.removesuffix(".").split(".")
+    # A last label of digits would be a malformed IPv4 address, not a name.
+    return len(value) <= 253 and all(_LABEL.fullmatch(label) for label in labels) and not labels[-1].isdigit()
+
+
 def _choice(*choices: str) -> Callable[[str, str], str]:
     def parse(name: str, raw: str) -> str:
         value = raw.strip().lower()
@@ -97,7 +128,9 @@ class Settings:
     reject_mode: str = _field("STREAM_REJECT_MODE", "status", _choice("status", "retry"))
     max_connections_per_ip: int = _field("STREAM_MAX_CONNECTIONS_PER_IP", 0, _non_negative_int)
     allowed_origins: tuple[str, ...] = _field("STREAM_ALLOWED_ORIGINS", (), _csv)
-    # Process.
+    # Process. HOST: loopback unless told otherwise, as gunicorn and uvicorn
+    # default; 0.0.0.0 (or ::) for containers and a proxy on another host.
+    host: str = _field("HOST", "127.0.0.1", _host)
     port: int = _field("PORT", 8000, _port)
     web_concurrency: int = _field("WEB_CONCURRENCY", 1, _positive_int)
     log_level: str = _field("LOG_LEVEL", "info", _choice("debug", "info", "warning", "error", "critical"))
@@ -140,6 +173,12 @@ class Settings:
                 continue
             values[field.name] = field.metadata["parse"](field.metadata["env"], raw)
         return cls(**values)
+
+    @property
+    def bind(self) -> str:
+        """gunicorn's ``bind``: ``HOST:PORT``, an IPv6 address in brackets."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{host}:{self.port}"
 
     def replace(self, **changes: Any) -> Settings:
         return dataclasses.replace(self, **changes)
