@@ -188,8 +188,9 @@ class StreamingService:
         return random.randint(self.settings.retry_ms, self.settings.reconnect_jitter_ms)
 
     def mark_draining(self) -> None:
-        """Flip /health to draining and refuse new streams. Safe in a signal handler:
-        a plain attribute write, no lock (the handler may interrupt the holder)."""
+        """Flip /health to draining, refuse new streams (the soft way) and writes
+        (503). Safe in a signal handler: plain attribute writes, no lock (the
+        handler may interrupt the holder)."""
         self.shutting_down = True
         self.registry.draining = True
 
