@@ -38,7 +38,7 @@ except ConfigError as exc:
     )
     sys.exit(2)
 
-bind = [f"0.0.0.0:{_settings.port}"]
+bind = [_settings.bind]  # HOST:PORT, 127.0.0.1 unless HOST says otherwise
 workers = _settings.web_concurrency
 worker_class = "gevent"
 preload_app = False

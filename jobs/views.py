@@ -1,9 +1,10 @@
 """The job API: ``POST /jobs``, ``GET /jobs``, ``GET /jobs/<id>``, ``POST /jobs/<id>/cancel``.
 
 Every client mistake is ``{"error": "..."}`` with a 4xx that names the field
-or parameter (``server.errors``). A job is created and announced while this
-process's runner holds off claiming, so a stream sees ``created`` before
-``started``.
+or parameter (``server.errors``); while the worker drains, creating and
+cancelling are refused with a 503 (``StreamingService.accepting_write``). A
+job is created and announced while this process's runner holds off claiming,
+so a stream sees ``created`` before ``started``.
 """
 
 from __future__ import annotations
@@ -78,7 +79,8 @@ def create_job() -> tuple[Response, int, dict[str, str]]:
         check_text("params", data_text(params))
     except ValueError as exc:
         fail(400, str(exc))
-    with ext.runner.holding_claims():
+    # Refused with 503 once the worker drains (streaming's ShuttingDown).
+    with ext.service.accepting_write(), ext.runner.holding_claims():
         job = ext.store.create(job_type, name, params)
         try:
             publisher(ext.service)(job.to_json())
@@ -130,16 +132,17 @@ def get_job(job_id: str) -> Response:
 @bp.post("/jobs/<job_id>/cancel")
 def cancel_job(job_id: str) -> Response:
     ext = _jobs()
-    try:
-        job = ext.store.request_cancel(job_id)
-    except JobNotFound as exc:
-        fail(404, str(exc))
-    except InvalidTransition as exc:
-        fail(409, f"job {job_id!r} is already {exc.current.value}")
-    if job.status is Status.CANCELLED:
-        _announce_quietly(ext, job.to_json())
-    else:
-        ext.runner.cancel_local(job.id)
+    with ext.service.accepting_write():
+        try:
+            job = ext.store.request_cancel(job_id)
+        except JobNotFound as exc:
+            fail(404, str(exc))
+        except InvalidTransition as exc:
+            fail(409, f"job {job_id!r} is already {exc.current.value}")
+        if job.status is Status.CANCELLED:
+            _announce_quietly(ext, job.to_json())
+        else:
+            ext.runner.cancel_local(job.id)
     return jsonify(job.to_json())
 
 

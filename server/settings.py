@@ -15,6 +15,8 @@ by the comment lines between the fields.
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -60,6 +62,35 @@ def _port(name: str, raw: str) -> int:
     if value > 65535:
         raise ConfigError(name, raw, "must be a TCP port (1-65535)")
     return value
+
+
+# RFC 1123 host name labels: letters, digits and inner hyphens.
+_LABEL = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)")
+
+
+def _host(name: str, raw: str) -> str:
+    """An address to listen on: an IPv4 or IPv6 literal or a host name."""
+    value = raw.strip()
+    if value.startswith("[") and value.endswith("]"):
+        # Brackets, as in a URL, and only around an IPv6 address.
+        if _ip_version(value[1:-1]) == 6:
+            return value[1:-1]
+    elif _ip_version(value) or _is_host_name(value):
+        return value
+    raise ConfigError(name, raw, "must be an IPv4 or IPv6 address (such as 127.0.0.1, 0.0.0.0 or ::) or a host name")
+
+
+def _ip_version(value: str) -> int | None:
+    try:
+        return ipaddress.ip_address(value).version
+    except ValueError:
+        return None
+
+
+def _is_host_name(value: str) -> bool:
+    labels = value.removesuffix(".").split(".")
+    # A last label of digits would be a malformed IPv4 address, not a name.
+    return len(value) <= 253 and all(_LABEL.fullmatch(label) for label in labels) and not labels[-1].isdigit()
 
 
 def _choice(*choices: str) -> Callable[[str, str], str]:
@@ -158,9 +189,9 @@ class Settings:
         "STREAM_REJECT_MODE",
         "status",
         _choice("status", "retry"),
-        "How a refused stream is answered. `status`: `503` (`429` per address) + `Retry-After`, which ends"
-        " a plain `EventSource` for good; `retry`: `200` + `retry:` + `event: overloaded` (`event: shutdown`"
-        " while draining), so it comes back by itself.",
+        "How a stream refused at capacity is answered. `status`: `503` (`429` per address) + `Retry-After`,"
+        " which ends a plain `EventSource` for good; `retry`: `200` + `retry:` + `event: overloaded`, so it"
+        " comes back by itself. While draining both answer `200` + `retry:` + `event: shutdown`.",
     )
     max_connections_per_ip: int = _field(
         "STREAM_MAX_CONNECTIONS_PER_IP",
@@ -177,6 +208,14 @@ class Settings:
         " Cookies are never allowed. Unset: no CORS headers.",
     )
     # Process.
+    host: str = _field(
+        "HOST",
+        "127.0.0.1",
+        _host,
+        "Address gunicorn listens on (an IPv4/IPv6 address or a host name; IPv6 is bound in brackets). The"
+        " default, as gunicorn's and uvicorn's, serves this machine only (nginx on the same host);"
+        " `0.0.0.0` (or `::`) in a container or behind a proxy on another machine.",
+    )
     port: int = _field("PORT", 8000, _port, "TCP port gunicorn listens on.")
     web_concurrency: int = _field(
         "WEB_CONCURRENCY",
@@ -266,6 +305,12 @@ class Settings:
                 continue
             values[field.name] = field.metadata["parse"](field.metadata["env"], raw)
         return cls(**values)
+
+    @property
+    def bind(self) -> str:
+        """gunicorn's ``bind``: ``HOST:PORT``, an IPv6 address in brackets."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{host}:{self.port}"
 
     def replace(self, **changes: Any) -> Settings:
         return dataclasses.replace(self, **changes)

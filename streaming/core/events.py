@@ -24,11 +24,15 @@ _BAD_NAME = re.compile(r"[\r\n\0]")
 
 
 def check_text(field: str, value: str) -> str:
-    """``value`` unless it cannot be UTF-8 (a lone surrogate, such as JSON's ``"\\ud800"``)."""
+    """``value`` unless it cannot be UTF-8: a lone surrogate, such as JSON's
+    ``"\\ud800"``, or URL bytes that were not UTF-8 (``%ED%A0%80``, ``%FF``),
+    which a ``surrogateescape`` decode keeps as lone surrogates."""
     try:
         value.encode("utf-8")
     except UnicodeEncodeError:
-        raise ValueError(f"{field} contains a lone surrogate (not valid Unicode text)") from None
+        raise ValueError(
+            f"{field} contains a lone surrogate or bytes that are not UTF-8 (not valid Unicode text)"
+        ) from None
     return value
 
 
@@ -78,7 +82,13 @@ def encode_retry(retry_ms: int) -> bytes:
 
 
 def encode_comment(text: str = "") -> bytes:
-    """A comment line. Used for keep-alives: it reaches the socket but no handler."""
+    """A comment line (one per line of ``text``), with no blank line after it.
+
+    Used for keep-alives: it reaches the socket but no handler. A blank line
+    would end an event: browsers dispatch nothing for it, but clients that
+    keep the last id or ``retry`` (httpx-sse, fetch-event-source) surface an
+    empty ``message``.
+    """
     lines = _LINE_BREAK.split(text) if text else [""]
     return "".join(f": {line}\n" if line else ":\n" for line in lines).encode("utf-8")
 

@@ -3,9 +3,12 @@
 gunicorn's gevent worker handles SIGTERM by setting ``worker.alive = False``
 and then waits up to ``graceful_timeout`` for requests to finish; it calls no
 hook, and an SSE stream never finishes by itself. So ``post_worker_init``
-replaces the SIGTERM handler: health flips to draining at once, the streams
-get their ``shutdown`` event (spread over ``STREAM_DRAIN_SECONDS``), and only
-then is ``alive`` cleared so gunicorn closes the listener and exits.
+replaces the SIGTERM handler: health flips to draining and writes are
+refused (503) at once, the streams get their ``shutdown`` event (spread over
+``STREAM_DRAIN_SECONDS``), and only then is ``alive`` cleared so gunicorn
+closes the listener and exits. gunicorn notices within a second, and serves
+what arrives meanwhile: by then the broker is closed, which is why writes
+are refused from the start of the drain rather than attempted.
 SIGINT and SIGQUIT go through gunicorn's ``handle_quit``, which calls the
 ``worker_int`` hook.
 """

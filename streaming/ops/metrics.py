@@ -22,7 +22,6 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from typing import Any
 
 from flask import Blueprint, Flask, Response, current_app
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest

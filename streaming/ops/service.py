@@ -12,6 +12,7 @@ import random
 import threading
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any, Protocol
 
 from server.background import Background
@@ -30,6 +31,12 @@ log = logging.getLogger("jobstream.streaming")
 
 # How often a worker copies its counters to the instance table.
 STATS_COPY_SECONDS = 1.0
+# How long ``close`` waits for writes already under way before it closes the broker.
+WRITES_SETTLE_SECONDS = 5.0
+
+
+class ShuttingDown(Exception):
+    """The worker is draining: it accepts no more writes (answered with 503)."""
 
 
 class JobView(Protocol):
@@ -71,6 +78,9 @@ class StreamingService:
         self._lock = threading.Lock()
         self._started = False
         self.shutting_down = False
+        # Writes under way (``accepting_write``); ``close`` waits for them.
+        self._writes = 0
+        self._writes_done = threading.Condition(threading.Lock())
         self._stats_copier = Background("jobstream-instance-stats", self._copy_stats)
         self.observe(_CloseLog())
 
@@ -107,6 +117,28 @@ class StreamingService:
         if self.hooks.get("published"):
             self.hooks.call("published", published, time.perf_counter() - started)
         return published
+
+    @contextmanager
+    def accepting_write(self) -> Iterator[None]:
+        """Around a write a client asked for (a publish, a job created or cancelled).
+
+        Raises ``ShuttingDown`` once draining began. gunicorn keeps accepting
+        requests for up to a second after the broker is closed (until its loop
+        notices ``alive`` is false), so a write must be refused, not attempted.
+        A write that got in before the drain finishes before ``close`` closes
+        the broker, so whatever was acknowledged is stored.
+        """
+        with self._writes_done:
+            if self.shutting_down:
+                raise ShuttingDown
+            self._writes += 1
+        try:
+            yield
+        finally:
+            with self._writes_done:
+                self._writes -= 1
+                if not self._writes:
+                    self._writes_done.notify_all()
 
     def job_finished(self, status: str, seconds: float) -> None:
         """A job reached ``status`` (completed, cancelled, error) after running ``seconds``."""
@@ -156,8 +188,9 @@ class StreamingService:
         return random.randint(self.settings.retry_ms, self.settings.reconnect_jitter_ms)
 
     def mark_draining(self) -> None:
-        """Flip /health to draining and refuse new streams. Safe in a signal handler:
-        a plain attribute write, no lock (the handler may interrupt the holder)."""
+        """Flip /health to draining, refuse new streams (the soft way) and writes
+        (503). Safe in a signal handler: plain attribute writes, no lock (the
+        handler may interrupt the holder)."""
         self.shutting_down = True
         self.registry.draining = True
 
@@ -201,8 +234,13 @@ class StreamingService:
             stop.wait(0.02)
         return not len(self.registry)
 
-    def close(self) -> None:
+    def close(self, settle_seconds: float = WRITES_SETTLE_SECONDS) -> None:
+        """Stop for good: refuse new writes, let those under way finish, close the broker."""
+        self.mark_draining()
         self._stats_copier.stop()
+        with self._writes_done:
+            if not self._writes_done.wait_for(lambda: not self._writes, settle_seconds):
+                log.warning("closing with writes under way", extra={"event": "close_writes_pending"})
         self.broker.stop()
 
 

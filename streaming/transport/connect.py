@@ -11,6 +11,7 @@ import logging
 import socket
 from collections.abc import Generator
 from typing import Any
+from urllib.parse import parse_qsl
 
 from streaming.core.client import Client
 from streaming.core.reasons import CloseReason
@@ -35,10 +36,34 @@ def new_client(svc: StreamingService, environ: dict[str, Any], topics: TopicFilt
     )
 
 
+def query_pairs(environ: dict[str, Any]) -> list[tuple[str, str]]:
+    """The query string's ``(name, value)`` pairs, percent-decoded as UTF-8.
+
+    Bytes that are not UTF-8 (``%FF``, or ``%ED%A0%80``, an encoded lone
+    surrogate) become lone surrogates (``surrogateescape``) instead of
+    U+FFFD, so ``check_text`` refuses them with a 400 rather than letting a
+    stream subscribe to a topic nobody can publish.
+    """
+    query: str = environ.get("QUERY_STRING", "")
+    if not query.isascii():
+        # PEP 3333: the server decoded the raw request bytes as latin-1.
+        try:
+            query = query.encode("latin-1").decode("utf-8", "surrogateescape")
+        except UnicodeEncodeError:
+            pass  # not from a WSGI server: already text
+    return parse_qsl(query, keep_blank_values=True, errors="surrogateescape")
+
+
 def last_event_id(environ: dict[str, Any], query_value: str) -> str:
     """The header is what a browser's EventSource sends on its own reconnects;
     the query parameter serves clients that must build a new EventSource."""
-    return environ.get("HTTP_LAST_EVENT_ID", "").strip() or query_value.strip()
+    value = environ.get("HTTP_LAST_EVENT_ID", "").strip() or query_value.strip()
+    if not value.isascii():
+        # Never an id we issued (it gets a reset that echoes it): drop the
+        # lone surrogates ``query_pairs`` may have kept, which strict JSON
+        # parsers refuse even as escapes.
+        value = value.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+    return value
 
 
 def begin_stream(

@@ -25,11 +25,10 @@ from __future__ import annotations
 
 from collections.abc import Callable, Generator, Iterable
 from typing import Any
-from urllib.parse import parse_qsl
 
 from streaming.core.topics import TopicFilter
 from streaming.ops.service import StreamingService
-from streaming.transport.connect import begin_stream, last_event_id, new_client
+from streaming.transport.connect import begin_stream, last_event_id, new_client, query_pairs
 
 WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 
@@ -61,7 +60,7 @@ class StreamFastPath:
         if environ.get("PATH_INFO") != PATH or environ.get("REQUEST_METHOD") != "GET" or not self._plain(environ):
             return self.app(environ, start_response)
         try:
-            args = parse_qsl(environ.get("QUERY_STRING", ""), keep_blank_values=True)
+            args = query_pairs(environ)
             topics = TopicFilter([value for key, value in args if key == "topic"])
         except ValueError:
             return self.app(environ, start_response)  # the view words the 400

@@ -14,6 +14,7 @@ that is when ``last_write`` moves. A failed write closes the generator with
 from __future__ import annotations
 
 import json
+import math
 import queue
 import socket
 from collections.abc import Callable, Generator, Iterator
@@ -30,7 +31,12 @@ from streaming.core.registry import Registry
 from streaming.core.writer import KEEPALIVE as KEEPALIVE_TICK
 from streaming.core.writer import WAKE
 
-KEEPALIVE = encode_comment("keepalive") + b"\n"
+# Comments end with their own line break and nothing more: a blank line
+# after one dispatches nothing in a browser, but clients that keep the last
+# id or retry across events (httpx-sse, fetch-event-source) surface it as an
+# empty ``message``.
+KEEPALIVE = encode_comment("keepalive")
+SHUTTING_DOWN = "server shutting down"
 # A full queue is drained into one write; more would only delay the first.
 MAX_BATCH = 256
 MAX_WRITE_BYTES = 64 * 1024
@@ -61,7 +67,7 @@ def open_stream(
     reason = CloseReason.CLIENT
     writer = client.writer
     try:
-        opening = [encode_retry(options.retry_ms), encode_comment(f"connected {client.id}") + b"\n"]
+        opening = [encode_retry(options.retry_ms), encode_comment(f"connected {client.id}")]
         # writer.last_key: the newest id written (here or by a direct write);
         # anything at or below it arriving later is a duplicate and skipped.
         heal_from = start_key  # where a gap is replayed from while nothing was sent
@@ -147,13 +153,14 @@ def open_stream(
             writer.events_sent += count
         reason = client.closing
         if reason is CloseReason.SHUTDOWN:
-            yield _farewell(client)
+            retry = client.close_retry_ms
+            yield shutdown_frame(options.retry_ms if retry is None else retry, len(registry), registry.max_connections)
     except BrokerUnavailable:
         # Replay or the snapshot needs Redis, which is down. End politely: the
         # browser retries later with the same Last-Event-ID and loses nothing
         # (a reset here would throw its position away).
         reason = CloseReason.UNAVAILABLE
-        yield encode_retry(options.retry_ms) + encode_comment("broker unavailable, retry later") + b"\n"
+        yield encode_retry(options.retry_ms) + encode_comment("broker unavailable, retry later")
     except GeneratorExit:
         reason = client.closing or CloseReason.CLIENT
         raise
@@ -193,10 +200,29 @@ def _notify(hook: Callable[[str], None] | None, label: str) -> None:
         hook(label)
 
 
-def _farewell(client: Client) -> bytes:
-    retry = client.close_retry_ms
-    body = encode(event="shutdown", data=json.dumps({"reason": "server shutting down", "retry_ms": retry}))
-    return (encode_retry(retry) if retry is not None else b"") + body
+def retry_after_seconds(retry_ms: int) -> int:
+    """A reconnect delay as ``Retry-After`` (and ``retry_after``): whole seconds, at least one."""
+    return max(1, math.ceil(retry_ms / 1000))
+
+
+def shutdown_frame(retry_ms: int, active_connections: int, max_connections: int) -> bytes:
+    """``retry:`` and ``event: shutdown``: the last frame of a stream ended by a
+    shutdown, and the whole answer to a stream opened while draining.
+
+    One shape for both, so a client handles a restart one way whichever it
+    met: ``reason`` and ``retry_ms`` (when to come back), ``error`` and
+    ``retry_after`` (seconds, as in ``Retry-After``) like the other refusals,
+    and this worker's open and maximum streams.
+    """
+    data = {
+        "reason": SHUTTING_DOWN,
+        "retry_ms": retry_ms,
+        "error": SHUTTING_DOWN,
+        "retry_after": retry_after_seconds(retry_ms),
+        "active_connections": active_connections,
+        "max_connections": max_connections,
+    }
+    return encode_retry(retry_ms) + encode(event="shutdown", data=json.dumps(data))
 
 
 def _reset(reason: str, last_event_id: str) -> bytes:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import os
 import time
 from typing import Any
@@ -24,9 +23,10 @@ from streaming.core.events import check_data, check_event_name, encode, encode_c
 from streaming.core.reasons import RefusalReason
 from streaming.core.topics import TopicFilter, check_topic
 from streaming.ops import metrics
-from streaming.ops.service import StreamingService
-from streaming.transport.connect import begin_stream, forget, last_event_id, new_client
+from streaming.ops.service import ShuttingDown, StreamingService
+from streaming.transport.connect import begin_stream, forget, last_event_id, new_client, query_pairs
 from streaming.transport.fastpath import REFUSED_KEY, StreamFastPath
+from streaming.transport.stream import SHUTTING_DOWN, retry_after_seconds, shutdown_frame
 
 bp = Blueprint("streaming", __name__)
 log = logging.getLogger("jobstream.streaming")
@@ -48,6 +48,19 @@ def init_app(app: Flask, service: StreamingService) -> None:
         # Redis (events or the job store) is unreachable: say so, and when to retry.
         return error_response(503, f"service unavailable: {exc}", {"Retry-After": str(UNAVAILABLE_RETRY_SECONDS)})
 
+    @app.errorhandler(ShuttingDown)
+    def _shutting_down(exc: ShuttingDown) -> Response:
+        # A write while draining (``StreamingService.accepting_write``): not
+        # attempted, so nothing half-done; the client retries elsewhere or later.
+        retry_after = retry_after_seconds(service.settings.retry_ms)
+        return error_response(
+            503,
+            SHUTTING_DOWN,
+            {"Retry-After": str(retry_after)},
+            reason=RefusalReason.DRAINING,
+            retry_after=retry_after,
+        )
+
 
 def service() -> StreamingService:
     svc: StreamingService = current_app.extensions[EXTENSION]
@@ -59,8 +72,11 @@ def service() -> StreamingService:
 @bp.get("/stream")
 def stream() -> Response:
     svc = service()
+    # The fast path's parse, not ``request.args``: Werkzeug keeps invalid
+    # UTF-8 such as %ED%A0%80 as literal text, and fails on raw non-ASCII.
+    args = query_pairs(request.environ)
     try:
-        topics = TopicFilter(request.args.getlist("topic"))
+        topics = TopicFilter([value for key, value in args if key == "topic"])
     except ValueError as exc:
         fail(400, str(exc))
     client = new_client(svc, request.environ, topics)
@@ -68,9 +84,8 @@ def stream() -> Response:
     refused = request.environ.pop(REFUSED_KEY, None) or svc.registry.admit(client)
     if refused is not None:
         return _refuse(svc, client, refused)
-    body = begin_stream(
-        svc, client, request.environ, last_event_id(request.environ, request.args.get("last_event_id", ""))
-    )
+    query_id = next((value for key, value in args if key == "last_event_id"), "")
+    body = begin_stream(svc, client, request.environ, last_event_id(request.environ, query_id))
     response = Response(body, mimetype="text/event-stream", headers=SSE_HEADERS)
     # The generator goes to gunicorn as it is, not wrapped in Werkzeug's
     # encoding and closing iterators: two fewer layers on every write and in
@@ -84,35 +99,38 @@ def stream() -> Response:
 
 def _refuse(svc: StreamingService, client: Any, reason: RefusalReason) -> Response:
     retry_ms = svc.reconnect_delay_ms()
-    retry_after = str(max(1, math.ceil(retry_ms / 1000)))
-    stats = svc.registry.stats()
-    message = {
-        RefusalReason.CAPACITY: "server at capacity",
-        RefusalReason.PER_IP: "too many streams from this address",
-        RefusalReason.DRAINING: "server shutting down",
-    }[reason]
     log.warning(
         "stream rejected",
         extra={"event": "stream_rejected", "reason": reason, "ip": client.remote_addr, "user_agent": client.user_agent},
     )
+    if reason is RefusalReason.DRAINING:
+        # Always the soft way, whatever STREAM_REJECT_MODE: this is often a
+        # browser that the farewell's ``retry:`` sent back while the drain
+        # goes on, and a browser's EventSource never retries after a non-200.
+        # Same frame as the farewell: come back after ``retry:`` (to a new
+        # server, or to this one's ``shutdown`` again), and end.
+        registry = svc.registry
+        body = encode_comment(SHUTTING_DOWN) + shutdown_frame(retry_ms, len(registry), registry.max_connections)
+        return Response(body, mimetype="text/event-stream", headers=SSE_HEADERS)
+    message = "too many streams from this address" if reason is RefusalReason.PER_IP else "server at capacity"
+    stats = svc.registry.stats()
     detail: dict[str, Any] = {
         "reason": reason,
         "active_connections": stats["active_connections"],
         "max_connections": stats["max_connections"],
-        "retry_after": int(retry_after),
+        "retry_after": retry_after_seconds(retry_ms),
     }
     if svc.settings.reject_mode == "retry":
         # A browser's EventSource gives up for good on any non-200; a 200 that
         # sets a long retry and ends makes unmodified pages back off and return.
-        name = "shutdown" if reason is RefusalReason.DRAINING else "overloaded"
         body = (
             encode_retry(retry_ms)
             + encode_comment(message)
-            + encode(event=name, data=json.dumps({"error": message, **detail}))
+            + encode(event="overloaded", data=json.dumps({"error": message, **detail}))
         )
         return Response(body, mimetype="text/event-stream", headers=SSE_HEADERS)
     status = 429 if reason is RefusalReason.PER_IP else 503
-    return error_response(status, message, {"Retry-After": retry_after}, **detail)
+    return error_response(status, message, {"Retry-After": str(detail["retry_after"])}, **detail)
 
 
 @bp.post("/events")
@@ -133,7 +151,8 @@ def publish() -> tuple[Response, int]:
     except ValueError as exc:
         fail(400, str(exc))
     try:
-        published = svc.publish(topic, event, data)
+        with svc.accepting_write():
+            published = svc.publish(topic, event, data)
     except BrokerUnavailable as exc:
         fail(503, f"event not accepted: broker unavailable ({exc})")
     # Back-pressure without a lock or a queue: under gevent this lets every
