@@ -257,7 +257,7 @@ export class Hub {
     this.attempt += 1;
     clearTimeout(this.timer);
     this.timer = setTimeout(() => this._open(), delay);
-    // Refused while the server restarts is part of the restart (it drains with 503).
+    // Refused while the server restarts is part of the restart (another instance at capacity).
     const state = this.status.state === "restarting" ? "restarting" : "busy";
     this._setState(state, { retryInMs: delay });
   }
