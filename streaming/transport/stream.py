@@ -67,29 +67,7 @@ def open_stream(
     reason = CloseReason.CLIENT
     writer = client.writer
     try:
-        opening = [encode_retry(options.retry_ms), encode_comment(f"connected {client.id}")]
-        # writer.last_key: the newest id written (here or by a direct write);
-        # anything at or below it arriving later is a duplicate and skipped.
-        heal_from = start_key  # where a gap is replayed from while nothing was sent
-        sent = 0
-        if last_event_id:
-            key = parse_id(last_event_id)
-            try:
-                if key is None:
-                    raise ReplayGap("malformed")
-                replayed = broker.replay(key, client.topics)
-                writer.last_key = replayed[-1].key if replayed else key
-                opening.extend(e.wire for e in replayed)
-                sent += len(replayed)
-                _notify(options.on_replay, "reconnect")
-            except ReplayGap as gap:
-                _notify(options.on_reset, gap.reason)
-                opening.append(_reset(gap.reason, last_event_id))
-                heal_from = broker.last_key
-                opening.append(_snapshot(client, broker, options))
-        elif options.wants_snapshot:
-            heal_from = broker.last_key
-            opening.append(_snapshot(client, broker, options))
+        opening, heal_from, sent = _opening(client, broker, options, last_event_id, start_key)
         for piece in _pieces(opening):
             yield piece
             writer.last_write = options.clock()
@@ -115,34 +93,7 @@ def open_stream(
                     batch.append(get_nowait())
             except queue.Empty:
                 pass
-            chunks: list[bytes] = []
-            if writer.gap:
-                # The fan-out dropped events while the buffer was full. They
-                # are in history (appended before fan-out), so replay them now
-                # instead of leaving a hole. Checked after taking the batch so
-                # nothing in the batch is newer than what the replay returns.
-                writer.gap = False
-                base = writer.last_key or heal_from
-                try:
-                    if base is None:
-                        raise ReplayGap("overflow")
-                    batch = [*broker.replay(base, client.topics), *batch]
-                    _notify(options.on_replay, "overflow")
-                except ReplayGap:
-                    _notify(options.on_reset, "overflow")
-                    chunks.append(_reset("overflow", format_id(base) if base else ""))
-                    chunks.append(_snapshot(client, broker, options))
-            count = 0
-            for item in batch:
-                if (
-                    item is WAKE
-                    or item is KEEPALIVE_TICK
-                    or (writer.last_key is not None and item.key <= writer.last_key)
-                ):
-                    continue
-                chunks.append(item.wire)
-                writer.last_key = item.key
-                count += 1
+            chunks, count = _chunks(client, batch, broker, options, heal_from)
             if len(chunks) == 1:  # the common case: one event per wake-up
                 yield chunks[0]
                 writer.last_write = options.clock()
@@ -171,6 +122,74 @@ def open_stream(
             # The server ended this stream: refuse a follow-up request on the
             # same connection so the client sees EOF right after the last chunk.
             writer.shut_down(socket.SHUT_RD)
+
+
+def _opening(
+    client: Client, broker: Broker, options: StreamOptions, last_event_id: str | None, start_key: Key | None
+) -> tuple[list[bytes], Key | None, int]:
+    """The first write: ``retry:``, the comment, then a replay or a reset and a
+    snapshot. Also where a gap is healed from while nothing was sent yet, and
+    how many events the replay holds."""
+    writer = client.writer
+    opening = [encode_retry(options.retry_ms), encode_comment(f"connected {client.id}")]
+    # writer.last_key: the newest id written (here or by a direct write);
+    # anything at or below it arriving later is a duplicate and skipped.
+    heal_from = start_key
+    if last_event_id:
+        key = parse_id(last_event_id)
+        try:
+            if key is None:
+                raise ReplayGap("malformed")
+            replayed = broker.replay(key, client.topics)
+            writer.last_key = replayed[-1].key if replayed else key
+            opening.extend(e.wire for e in replayed)
+            _notify(options.on_replay, "reconnect")
+            return opening, heal_from, len(replayed)
+        except ReplayGap as gap:
+            _notify(options.on_reset, gap.reason)
+            opening.append(_reset(gap.reason, last_event_id))
+            heal_from = broker.last_key  # before the snapshot is read, as below
+            opening.append(_snapshot(client, broker, options))
+            return opening, heal_from, 0
+    if options.wants_snapshot:
+        heal_from = broker.last_key
+        opening.append(_snapshot(client, broker, options))
+    return opening, heal_from, 0
+
+
+def _chunks(
+    client: Client, batch: list[Any], broker: Broker, options: StreamOptions, heal_from: Key | None
+) -> tuple[list[bytes], int]:
+    """What one wake-up writes: a healed gap first, then the batch's events not
+    yet sent (markers and duplicates dropped); and how many events that is."""
+    writer = client.writer
+    chunks: list[bytes] = []
+    if writer.gap:
+        # The fan-out dropped events while the buffer was full. They are in
+        # history (appended before fan-out), so replay them now instead of
+        # leaving a hole. Checked after taking the batch so nothing in the
+        # batch is newer than what the replay returns.
+        writer.gap = False
+        base = writer.last_key or heal_from
+        try:
+            if base is None:
+                raise ReplayGap("overflow")
+            batch = [*broker.replay(base, client.topics), *batch]
+            _notify(options.on_replay, "overflow")
+        except ReplayGap:
+            _notify(options.on_reset, "overflow")
+            chunks.append(_reset("overflow", format_id(base) if base else ""))
+            chunks.append(_snapshot(client, broker, options))
+    count = 0
+    last = writer.last_key
+    for item in batch:
+        if item is WAKE or item is KEEPALIVE_TICK or (last is not None and item.key <= last):
+            continue
+        chunks.append(item.wire)
+        last = item.key
+        count += 1
+    writer.last_key = last
+    return chunks, count
 
 
 def _pieces(chunks: list[bytes]) -> Iterator[bytes]:
