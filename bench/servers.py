@@ -87,6 +87,7 @@ def jobstream(app_dir: Path, max_conns: int, workers: int = 1, redis_url: bool |
     port = free_port()
     env = dict(
         os.environ,
+        HOST="127.0.0.1",  # whatever the caller's shell exports
         PORT=str(port),
         STREAM_MAX_CONNECTIONS=str(max_conns),
         JOBS_DB=str(tmp / "jobs.db"),
