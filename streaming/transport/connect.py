@@ -7,8 +7,10 @@ same whichever path served it.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import socket
+import weakref
 from collections.abc import Generator
 from typing import Any
 from urllib.parse import parse_qsl
@@ -85,16 +87,29 @@ def begin_stream(
             "last_event_id": last_event_id or None,
         },
     )
-    jobs = svc.jobs
-    options = StreamOptions(
-        retry_ms=svc.settings.retry_ms,
-        clock=svc.clock,
-        snapshot=(lambda c: jobs.snapshot(c.topics)) if jobs is not None else None,
-        wants_snapshot=client.topics.could_match_prefix("jobs/"),
-        on_replay=svc.replayed,
-        on_reset=svc.reset,
-    )
+    options = _options(svc)[client.topics.could_match_prefix("jobs/")]
     return open_stream(client, svc.registry, svc.broker, options, last_event_id or None, svc.broker.last_key)
+
+
+# Built once per service, not per stream: each open stream's generator holds
+# its options, and a closure and two bound methods each were 250 bytes a stream.
+_shared: weakref.WeakKeyDictionary[StreamingService, tuple[StreamOptions, StreamOptions]] = weakref.WeakKeyDictionary()
+
+
+def _options(svc: StreamingService) -> tuple[StreamOptions, StreamOptions]:
+    """(without, with) the jobs snapshot."""
+    options = _shared.get(svc)
+    if options is None:
+        jobs = svc.jobs
+        base = StreamOptions(
+            retry_ms=svc.settings.retry_ms,
+            clock=svc.clock,
+            snapshot=(lambda c: jobs.snapshot(c.topics)) if jobs is not None else None,
+            on_replay=svc.replayed,
+            on_reset=svc.reset,
+        )
+        options = _shared[svc] = (base, dataclasses.replace(base, wants_snapshot=True))
+    return options
 
 
 def forget(svc: StreamingService, client: Client) -> None:
