@@ -47,9 +47,12 @@ const rowTemplate = $("#row-template");
 const byId = new Map(); // job id -> row
 const shown = new Set(Object.keys(STATUS_WORDS)); // all statuses by default
 
-// ?mode=locks|direct|worker picks the transport (for testing the fall-backs).
-const mode = new URLSearchParams(location.search).get("mode") || "auto";
-const js = connect({ url: "/stream", topics: ["jobs/*"], mode });
+// ?mode=locks|direct|worker picks the transport (for testing the fall-backs);
+// ?topic=<pattern> (repeatable) adds topics to the jobs', e.g. for events of
+// your own, which cannot be published under the reserved jobs/ prefix.
+const query = new URLSearchParams(location.search);
+const mode = query.get("mode") || "auto";
+const js = connect({ url: "/stream", topics: ["jobs/*", ...query.getAll("topic")], mode });
 window.jobstream = js; // for the console and the tests
 
 // -- rendering -----------------------------------------------------------

@@ -106,8 +106,9 @@ def broadcast(topic: str, data: Any, event: str = "message", app: Flask | None =
     """Publish one event from Python code inside a worker; returns its id.
 
     The same path as ``POST /events`` (history, fan-out, Redis when set), so
-    ``topic`` and ``event`` must pass the same checks; raises ``ValueError``
-    naming the field otherwise, and ``BrokerUnavailable`` when Redis is down.
+    ``topic`` and ``event`` must pass the same checks (the server's own event
+    names and the ``jobs/`` topics are reserved); raises ``ValueError`` naming
+    the field otherwise, and ``BrokerUnavailable`` when Redis is down.
     """
     from streaming.core.events import check_event_name
     from streaming.core.topics import check_topic

@@ -21,6 +21,12 @@ _NEWLINE = re.compile(r"[\r\n]")
 
 MAX_EVENT_NAME = 100
 _BAD_NAME = re.compile(r"[\r\n\0]")
+# The names the server itself sends (streaming/transport/stream.py, views.py,
+# jobs/feed.py, the token expiry notice): a publisher that could use them
+# would forge a snapshot, a farewell or a job on every open board. Refused
+# where publisher input is checked (check_event_name), never in
+# StreamingService.publish, which the jobs package calls directly.
+RESERVED_EVENTS = frozenset({"snapshot", "reset", "shutdown", "overloaded", "job", "token-expired"})
 
 
 def check_text(field: str, value: str) -> str:
@@ -37,12 +43,20 @@ def check_text(field: str, value: str) -> str:
 
 
 def check_event_name(event: Any) -> str:
-    """An ``event:`` name a publisher may use; ``ValueError`` naming the rule otherwise."""
+    """An ``event:`` name a publisher may use; ``ValueError`` naming the rule otherwise.
+
+    ``RESERVED_EVENTS`` are refused: only the server sends them.
+    """
     if not isinstance(event, str) or not event or len(event) > MAX_EVENT_NAME or _BAD_NAME.search(event):
         raise ValueError(
             f"event must be a non-empty string of at most {MAX_EVENT_NAME} characters without CR, LF or NUL"
         )
-    return check_text("event", event)
+    check_text("event", event)
+    if event in RESERVED_EVENTS:
+        raise ValueError(
+            f"event {event!r} is reserved for the server; reserved names: {', '.join(sorted(RESERVED_EVENTS))}"
+        )
+    return event
 
 
 def check_data(data: Any) -> str:

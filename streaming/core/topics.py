@@ -15,18 +15,28 @@ from streaming.core.events import check_text
 
 MAX_PATTERNS = 50
 MAX_PATTERN_LENGTH = 200
+# Topics under this prefix belong to the jobs package (jobs/feed.py publishes
+# ``jobs/<id>`` through StreamingService.publish, which checks nothing); a
+# publisher may not write there, or it could rewrite a job on every board.
+RESERVED_TOPIC_PREFIX = "jobs/"
 
 
 _CONTROL = re.compile(r"[\r\n\0]")
 
 
 def check_topic(topic: Any) -> str:
-    """A topic an event may be published on; ``ValueError`` naming the rule otherwise."""
+    """A topic a publisher may use; ``ValueError`` naming the rule otherwise.
+
+    Topics under ``RESERVED_TOPIC_PREFIX`` are refused: only the jobs package writes there.
+    """
     if not isinstance(topic, str) or not topic.strip():
         raise ValueError("topic must be a non-empty string")
     if len(topic) > MAX_PATTERN_LENGTH or _CONTROL.search(topic) or "*" in topic:
         raise ValueError(f"topic must be at most {MAX_PATTERN_LENGTH} characters without '*', CR, LF or NUL")
-    return check_text("topic", topic)
+    check_text("topic", topic)
+    if topic.startswith(RESERVED_TOPIC_PREFIX):
+        raise ValueError(f"topics under {RESERVED_TOPIC_PREFIX!r} are reserved for the jobs API (POST /jobs)")
+    return topic
 
 
 def check_pattern(pattern: str) -> str:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from typing import Any
+from urllib.parse import quote
 
 from playwright.sync_api import BrowserContext, Page, ViewportSize
 
@@ -18,9 +19,10 @@ FAST_RECONNECT = {"STREAM_RETRY_MS": "500", "STREAM_RECONNECT_JITTER_MS": "1000"
 LAPTOP: ViewportSize = {"width": 1280, "height": 800}
 
 
-def open_board(context: BrowserContext, server: ServerProcess, mode: str = "auto") -> Page:
+def open_board(context: BrowserContext, server: ServerProcess, mode: str = "auto", topic: str = "") -> Page:
     page = context.new_page()
-    page.goto(server.url(f"/?mode={mode}"), wait_until="commit")
+    extra = f"&topic={quote(topic)}" if topic else ""
+    page.goto(server.url(f"/?mode={mode}{extra}"), wait_until="commit")
     return page
 
 
