@@ -58,7 +58,7 @@ def queued(client: Client) -> list[tuple[str, str]]:
 
 
 def test_the_reserved_set_is_exactly_the_servers_own_names() -> None:
-    assert RESERVED_EVENTS == frozenset(SERVER_EVENTS)
+    assert frozenset(SERVER_EVENTS) == RESERVED_EVENTS
     assert feed.EVENT in RESERVED_EVENTS and feed.TOPIC_PREFIX == RESERVED_TOPIC_PREFIX
 
 
