@@ -11,13 +11,13 @@ import os
 from pathlib import Path
 
 from flask import Flask
-from werkzeug.middleware.proxy_fix import ProxyFix
 
 import board
 import jobs
 import streaming
 from server import auth, cors, logs, openapi
 from server.errors import MAX_BODY_BYTES, install_body_limit, install_error_handlers
+from server.proxies import TrustedProxies
 from server.settings import Settings
 
 
@@ -39,12 +39,12 @@ def create_app(settings: Settings | None = None) -> Flask:
     openapi.init_app(app)
     install_error_handlers(app)
     if settings.trusted_proxies:
-        # Trust exactly that many hops of X-Forwarded-For/-Proto (nginx appends
-        # the peer address, so the right-most n entries are the ones proxies
-        # wrote); Host and prefix are never taken from headers. Outermost, so
+        # Trust exactly that many hops of X-Forwarded-For/-Proto, and only
+        # from FORWARDED_ALLOW_IPS peers (server/proxies.py). Outermost, so
         # the stream fast path sees the client's address too.
-        n = settings.trusted_proxies
-        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=n, x_proto=n, x_host=0, x_port=0, x_prefix=0)  # type: ignore[method-assign]
+        app.wsgi_app = TrustedProxies(  # type: ignore[method-assign]
+            app.wsgi_app, settings.trusted_proxies, settings.forwarded_allow_ips
+        )
     return app
 
 

@@ -52,6 +52,9 @@ graceful_timeout = int(_settings.drain_seconds) + 15
 timeout = 30
 keepalive = 5
 loglevel = _settings.log_level
+# gunicorn reads FORWARDED_ALLOW_IPS itself (its wsgi.url_scheme from
+# X-Forwarded-Proto); give it the value the app parsed, so the two agree.
+forwarded_allow_ips = ",".join(_settings.forwarded_allow_ips)
 # Several instances may share a host (and the tests start many).
 control_socket_disable = True
 logconfig_dict = gunicorn_logconfig(_settings.log_level)

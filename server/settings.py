@@ -111,10 +111,39 @@ def _csv(name: str, raw: str) -> tuple[str, ...]:
     return tuple(part.strip() for part in raw.split(",") if part.strip())
 
 
-def _field(env: str, default: Any, parse: Callable[[str, str], Any], doc: str = "") -> Any:
+def _secret(name: str, raw: str) -> str:
+    """A secret: surrounding whitespace is dropped, but one of nothing else is
+    a mistake (a stray space in a unit file), not a request to run open."""
+    value = raw.strip()
+    if not value:
+        raise ConfigError(name, raw, "only whitespace; unset it (or set it empty) to run without a token")
+    return value
+
+
+def _networks(name: str, raw: str) -> tuple[str, ...]:
+    """Comma-separated IP addresses and CIDR networks, or ``*``."""
+    out: list[str] = []
+    for entry in _csv(name, raw):
+        if entry == "*":
+            out.append(entry)
+            continue
+        try:
+            # strict, as gunicorn's: 10.0.0.1/8 (host bits set) is a typo, not 10.0.0.0/8.
+            network = ipaddress.ip_network(entry)
+        except ValueError as exc:
+            raise ConfigError(name, raw, f"{entry!r} is not an IP address, a CIDR network or * ({exc})") from None
+        out.append(str(network.network_address) if network.num_addresses == 1 else str(network))
+    if not out:
+        raise ConfigError(name, raw, "must list at least one address, network or *")
+    return tuple(dict.fromkeys(out))
+
+
+def _field(env: str, default: Any, parse: Callable[[str, str], Any], doc: str = "", blank: bool = True) -> Any:
     """A dataclass field that knows its environment variable, its parser and
-    what it means (``doc``, one or two sentences of Markdown for docs/settings.md)."""
-    return dataclasses.field(default=default, metadata={"env": env, "parse": parse, "doc": doc})
+    what it means (``doc``, one or two sentences of Markdown for docs/settings.md).
+    ``blank=False``: a value of only whitespace goes to the parser instead of
+    meaning "unset"."""
+    return dataclasses.field(default=default, metadata={"env": env, "parse": parse, "doc": doc, "blank": blank})
 
 
 @dataclass(frozen=True)
@@ -235,15 +264,25 @@ class Settings:
         0,
         _non_negative_int,
         "Proxies in front of gunicorn that append to `X-Forwarded-For` (nginx alone: 1; a load balancer in"
-        " front of nginx: 2). The client's address and scheme are taken that many hops from the right; 0"
-        " trusts no header.",
+        " front of nginx: 2). The client's address and scheme are taken that many hops from the right, and"
+        " only from a peer in `FORWARDED_ALLOW_IPS`; 0 trusts no header.",
+    )
+    forwarded_allow_ips: tuple[str, ...] = _field(
+        "FORWARDED_ALLOW_IPS",
+        ("127.0.0.1", "::1"),
+        _networks,
+        "Comma-separated addresses or CIDR networks of the proxies (`10.0.0.0/8`), or `*` for any peer: only a"
+        " request whose TCP peer is one of them has its `X-Forwarded-For`/`-Proto` believed (with"
+        " `TRUSTED_PROXIES` > 0). gunicorn reads it too, for `wsgi.url_scheme`. Default `127.0.0.1,::1`,"
+        " gunicorn's: nginx on the same host.",
     )
     api_token: str = _field(
         "API_TOKEN",
         "",
-        _text,
+        _secret,
         "Bearer token required for every write (any method but GET, HEAD and OPTIONS) and for `/admin/*`."
-        " Unset: everything is open and each worker logs a warning.",
+        " Unset or empty: everything is open and each worker logs a warning; only whitespace stops start-up.",
+        blank=False,
     )
     redis_url: str = _field(
         "REDIS_URL",
@@ -290,18 +329,21 @@ class Settings:
             )
         if not self.jobs_db:
             raise ConfigError("JOBS_DB", self.jobs_db, "must be a file path")
+        if self.api_token and not self.api_token.strip():
+            raise ConfigError("API_TOKEN", self.api_token, "only whitespace; unset it to run without a token")
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> Settings:
         """Build settings from a mapping such as ``os.environ``.
 
-        Unset or empty variables take the default; anything unparsable raises
-        ``ConfigError`` naming the variable and its value.
+        Unset or empty variables take the default, and so do blank ones except
+        ``API_TOKEN``'s; anything unparsable raises ``ConfigError`` naming the
+        variable and its value.
         """
         values: dict[str, Any] = {}
         for field in dataclasses.fields(cls):
             raw = environ.get(field.metadata["env"])
-            if raw is None or raw.strip() == "":
+            if raw is None or raw == "" or (raw.strip() == "" and field.metadata["blank"]):
                 continue
             values[field.name] = field.metadata["parse"](field.metadata["env"], raw)
         return cls(**values)

@@ -1,8 +1,9 @@
 """deploy/nginx.conf in front of a real gunicorn, started as docs/deployment.md says.
 
-nginx connects to gunicorn from 127.0.0.2 (``proxy_bind``) and test clients
-connect from other loopback addresses, so the address the app reports can
-only be the client's if it came from X-Forwarded-For through ProxyFix.
+nginx connects to gunicorn from 127.0.0.2 (``proxy_bind``; the app's
+``FORWARDED_ALLOW_IPS`` lists it) and test clients connect from other
+loopback addresses, so the address the app reports can only be the client's
+if it came from X-Forwarded-For through ProxyFix.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ServerProc
         tmp_path_factory.mktemp("upstream"),
         env={
             "TRUSTED_PROXIES": "1",
+            "FORWARDED_ALLOW_IPS": "127.0.0.2",
             "STREAM_KEEPALIVE_INTERVAL": str(KEEPALIVE),
             "STREAM_MAX_CONNECTIONS_PER_IP": "2",
         },
@@ -116,6 +118,17 @@ def test_registry_sees_the_client_ip_from_forwarded_for(stack: tuple[ServerProce
 
 
 @pytest.mark.timeout(30)
+def test_a_client_past_nginx_is_not_believed(stack: tuple[ServerProcess, NginxProcess]) -> None:
+    server, _ = stack
+    # Straight to gunicorn from 127.0.0.1, not nginx's 127.0.0.2: the header is the client's own.
+    headers = {"User-Agent": "past-nginx", "X-Forwarded-For": "127.0.0.3"}
+    with SSEClient(server.port, params=[("topic", "ngx/ip")], headers=headers).open() as c:
+        c.wait(lambda c: c.comments)
+        mine = [s for s in server.http.get("/admin/clients").json()["clients"] if s["user_agent"] == "past-nginx"]
+        assert [s["ip"] for s in mine] == ["127.0.0.1"]
+
+
+@pytest.mark.timeout(30)
 def test_per_ip_limit_through_nginx_counts_each_client_address(stack: tuple[ServerProcess, NginxProcess]) -> None:
     server, nginx = stack
     first = [SSEClient(nginx.http_port, params=[("topic", "ngx/ip")], source="127.0.0.4").open() for _ in range(2)]
@@ -166,6 +179,9 @@ def test_tls_server_speaks_http2_and_streams_over_it(stack: tuple[ServerProcess,
     with httpx.Client(http2=True, verify=ssl.create_default_context(cafile=str(nginx.cert)), timeout=5) as http:
         health = http.get(nginx.url("/health", tls=True))
         assert health.status_code == 200 and health.http_version == "HTTP/2"
+        assert health.headers["strict-transport-security"] == "max-age=31536000"
+        missing = http.get(nginx.url("/no-such-page", tls=True))  # `always`: on errors too
+        assert missing.status_code == 404 and missing.headers["strict-transport-security"] == "max-age=31536000"
         with http.stream("GET", nginx.url("/stream?topic=ngx/h2", tls=True)) as response:
             assert response.http_version == "HTTP/2"
             lines = response.iter_lines()
@@ -181,6 +197,9 @@ def test_oversized_body_gets_a_json_413_from_nginx(stack: tuple[ServerProcess, N
     response = httpx.post(nginx.url("/events"), content=body, headers={"Content-Type": "application/json"})
     assert response.status_code == 413
     assert "limit" in response.json()["error"]
+    # HSTS is for the TLS server only (browsers ignore it over plain HTTP anyway, RFC 6797 section 8.1).
+    assert "strict-transport-security" not in response.headers
+    assert "strict-transport-security" not in httpx.get(nginx.url("/health")).headers
 
 
 def test_the_shipped_file_passes_nginx_t_and_drift_is_refused(tmp_path: Path) -> None:

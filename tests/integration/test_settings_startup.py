@@ -23,6 +23,7 @@ from tests.support.server import ROOT
         ("STREAM_MAX_CONNECTIONS", "abc"),
         ("STREAM_KEEPALIVE_INTERVAL", "-1"),
         ("WEB_CONCURRENCY", "2"),
+        ("API_TOKEN", "  "),
     ],
 )
 def test_gunicorn_refuses_to_start_with_a_bad_value(tmp_path: object, name: str, value: str) -> None:
@@ -40,3 +41,16 @@ def test_gunicorn_refuses_to_start_with_a_bad_value(tmp_path: object, name: str,
     assert record["variable"] == name and record["value"] == value
     if name == "WEB_CONCURRENCY":
         assert "REDIS_URL" in record["message"]
+
+
+@pytest.mark.timeout(30)
+def test_gunicorn_refuses_a_bad_forwarded_allow_ips(tmp_path: object) -> None:
+    # gunicorn reads FORWARDED_ALLOW_IPS itself, and checks it before
+    # gunicorn.conf.py runs: its own error line names the value, not the variable.
+    env = {"PATH": "/usr/bin:/bin", "FORWARDED_ALLOW_IPS": "10.0.0.1/8", "JOBS_DB": f"{tmp_path}/jobs.db"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "app:app"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=20,
+    )  # fmt: skip
+    assert proc.returncode != 0
+    assert "10.0.0.1/8" in proc.stderr and "Booting worker" not in proc.stderr

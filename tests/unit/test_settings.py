@@ -52,3 +52,19 @@ def test_more_workers_need_redis() -> None:
     with pytest.raises(ConfigError, match="REDIS_URL"):
         Settings.from_env({"WEB_CONCURRENCY": "2"})
     assert Settings.from_env({"WEB_CONCURRENCY": "2", "REDIS_URL": "redis://127.0.0.1:1/0"}).web_concurrency == 2
+
+
+@pytest.mark.parametrize("value", [" ", "   ", "\t", " \n "])
+def test_an_api_token_of_only_whitespace_stops_start_up(value: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        Settings.from_env({"API_TOKEN": value})
+    assert info.value.name == "API_TOKEN" and info.value.value == value
+    assert "API_TOKEN" in str(info.value) and "whitespace" in str(info.value)
+    with pytest.raises(ConfigError, match="API_TOKEN"):
+        Settings(api_token=value)
+
+
+def test_an_empty_api_token_is_unset_and_a_padded_one_is_stripped() -> None:
+    assert Settings.from_env({"API_TOKEN": ""}).api_token == ""
+    assert Settings.from_env({"API_TOKEN": "  s3cret \n"}).api_token == "s3cret"
+    assert Settings.from_env({"API_TOKEN": "a b"}).api_token == "a b"
