@@ -21,7 +21,7 @@ from jobs.model import MAX_NAME_LENGTH
 from jobs.runner import Runner
 from jobs.states import InvalidTransition, Status, parse_status
 from jobs.store import MAX_PAGE, InvalidCursor, JobNotFound, JobStore
-from server.errors import fail, read_json_object, reject_unknown_fields
+from server.errors import fail, has_body, is_json, read_json_object, reject_unknown_fields
 from streaming import BrokerUnavailable, StreamingService, check_text, data_text
 
 bp = Blueprint("jobs", __name__)
@@ -29,6 +29,8 @@ log = logging.getLogger("jobstream.jobs")
 
 CREATE_FIELDS = ("type", "params", "name")
 DEFAULT_LIMIT = 50
+# What POST /jobs/<id>/cancel accepts instead of a JSON content type, with no body.
+SCRIPT_HEADER = "X-Requested-With"
 
 
 @dataclass(frozen=True)
@@ -131,6 +133,7 @@ def get_job(job_id: str) -> Response:
 
 @bp.post("/jobs/<job_id>/cancel")
 def cancel_job(job_id: str) -> Response:
+    _refuse_a_cross_site_form()
     ext = _jobs()
     with ext.service.accepting_write():
         try:
@@ -144,6 +147,30 @@ def cancel_job(job_id: str) -> Response:
         else:
             ext.runner.cancel_local(job.id)
     return jsonify(job.to_json())
+
+
+def _refuse_a_cross_site_form() -> None:
+    """Cancel only from a script, not from a foreign page's ``<form>``.
+
+    Without ``API_TOKEN`` nothing else stops a page on another site from
+    posting here with the visitor's browser. A form (or a "simple" fetch) can
+    send only ``application/x-www-form-urlencoded``, ``multipart/form-data``
+    or ``text/plain`` and no custom header; a JSON content type or
+    ``X-Requested-With`` needs a CORS preflight, which only
+    ``STREAM_ALLOWED_ORIGINS`` pages pass (server/cors.py). A JSON body must
+    be empty or ``{}``: the cancel takes no fields.
+    """
+    if is_json(request.mimetype):
+        if has_body(request):
+            reject_unknown_fields(read_json_object(request), ())
+        return
+    if request.headers.get(SCRIPT_HEADER, "").strip() and not has_body(request):
+        return
+    fail(
+        415,
+        "cancel needs Content-Type: application/json (an empty body or {}) or, with no body, an "
+        f"{SCRIPT_HEADER} header; got {request.content_type or 'no Content-Type'!r}",
+    )
 
 
 def _announce_quietly(ext: JobsExtension, job: dict[str, Any]) -> None:

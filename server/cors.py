@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from flask import Flask, Response, request
 
-ALLOW_HEADERS = "Authorization, Content-Type, Last-Event-ID"
+ALLOW_HEADERS = "Authorization, Content-Type, Last-Event-ID, X-Requested-With"
 EXPOSE_HEADERS = "Retry-After"
 # Browsers cap this (Chromium: 2 h); 10 minutes keeps a changed list visible soon.
 MAX_AGE_SECONDS = 600

@@ -41,10 +41,21 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
 
 
+def is_json(mimetype: str) -> bool:
+    """``application/json`` or ``application/<something>+json`` (RFC 6839)."""
+    return mimetype == "application/json" or (mimetype.startswith("application/") and mimetype.endswith("+json"))
+
+
+def has_body(request: Request) -> bool:
+    """Whether the request declares a body: a non-zero length, or chunked."""
+    if request.content_length is not None:
+        return request.content_length > 0
+    return "chunked" in request.headers.get("Transfer-Encoding", "").lower()
+
+
 def read_json_object(request: Request) -> dict[str, Any]:
     """The body as a JSON object, or an ``ApiError`` (415, 413 or 400)."""
-    mimetype = request.mimetype
-    if mimetype != "application/json" and not (mimetype.startswith("application/") and mimetype.endswith("+json")):
+    if not is_json(request.mimetype):
         fail(415, f"Content-Type must be application/json, got {request.content_type or 'none'!r}")
     length = request.content_length
     if length is not None and length > MAX_BODY_BYTES:

@@ -123,7 +123,7 @@ def test_screenshots_of_the_board_with_running_and_finished_jobs(
         server, create_job(server, "fail", {"message": "upstream returned 502"}, name="sync invoices")["id"], ("error",)
     )
     cancelled = create_job(server, "sleep", {"seconds": 60}, name="reindex search")
-    server.http.post(f"/jobs/{cancelled['id']}/cancel")
+    server.http.post(f"/jobs/{cancelled['id']}/cancel", json={})
     create_job(server, "sleep", {"seconds": 40, "steps": 40}, name="train model")
     running = create_job(server, "sleep", {"seconds": 8, "steps": 16}, name="resize images")
     server.wait_for(lambda: get_job(server, running["id"])["progress"] >= 0.35, timeout=10)

@@ -116,7 +116,7 @@ def test_leader_tab_closing_hands_over_and_no_tab_misses_an_event(
     leader.close()
     took_over_in = gate.wait_held(rest[0], timeout=2)
     assert took_over_in < 2
-    server.http.post(f"/jobs/{long_job['id']}/cancel")
+    server.http.post(f"/jobs/{long_job['id']}/cancel", json={})
     quick = create_job(server, "sleep", {"seconds": 0.2, "steps": 2}, name="finished in the gap")
     wait_job(server, quick["id"], ("completed",))
     wait_job(server, long_job["id"], ("cancelled",))

@@ -132,12 +132,12 @@ def test_running_job_is_cancelled_within_a_step(server: ServerProcess) -> None:
     with SSEClient(server.port, params=[("topic", "jobs/*")]).open() as client:
         job = create(server, "sleep", params={"seconds": 100, "steps": 1000})  # 0.1 s per step
         client.wait(lambda c: len(job_events(c, job["id"])) >= 3)  # created, started, progress
-        response = server.http.post(f"/jobs/{job['id']}/cancel")
+        response = server.http.post(f"/jobs/{job['id']}/cancel", json={})
         assert response.status_code == 200 and response.json()["status"] == "in_progress"
         client.wait(until_status(job["id"], "cancelled"), timeout=2)
         final = job_events(client, job["id"])[-1]
     assert 0 < final["progress"] < 0.1 and final["finished_at"]
-    again = server.http.post(f"/jobs/{job['id']}/cancel")
+    again = server.http.post(f"/jobs/{job['id']}/cancel", json={})
     assert again.status_code == 409 and "cancelled" in again.json()["error"]
 
 
@@ -160,11 +160,11 @@ def test_progress_events_are_coalesced_to_ten_per_second(server: ServerProcess) 
 
 def test_unknown_jobs_are_404_and_finished_jobs_409(server: ServerProcess) -> None:
     assert server.http.get("/jobs/nope").status_code == 404
-    assert server.http.post("/jobs/nope/cancel").status_code == 404
+    assert server.http.post("/jobs/nope/cancel", json={}).status_code == 404
     assert server.http.get("/jobs/nope").json()["error"]
     job = create(server, "fail")
     server.wait_for(lambda: server.http.get(f"/jobs/{job['id']}").json()["status"] == "error")
-    response = server.http.post(f"/jobs/{job['id']}/cancel")
+    response = server.http.post(f"/jobs/{job['id']}/cancel", json={})
     assert response.status_code == 409 and "already error" in response.json()["error"]
     assert server.http.delete(f"/jobs/{job['id']}").status_code == 405
 
@@ -244,13 +244,13 @@ def test_pending_job_is_cancelled_at_once(start_server: StartServer) -> None:
         blocker = create(server, "sleep", params={"seconds": 60, "steps": 600})
         queued = create(server, "sleep", params={"seconds": 1})
         client.wait(until_status(blocker["id"], "in_progress"))
-        response = server.http.post(f"/jobs/{queued['id']}/cancel")
+        response = server.http.post(f"/jobs/{queued['id']}/cancel", json={})
         assert response.status_code == 200
         cancelled = response.json()
         assert (cancelled["status"], cancelled["version"], cancelled["started_at"]) == ("cancelled", 2, None)
         client.wait(until_status(queued["id"], "cancelled"))
-        assert server.http.post(f"/jobs/{queued['id']}/cancel").status_code == 409
-        server.http.post(f"/jobs/{blocker['id']}/cancel")
+        assert server.http.post(f"/jobs/{queued['id']}/cancel", json={}).status_code == 409
+        server.http.post(f"/jobs/{blocker['id']}/cancel", json={})
         client.wait(until_status(blocker["id"], "cancelled"))
     assert [j["status"] for j in job_events(client, queued["id"])] == ["pending", "cancelled"]
     assert json.loads(json.dumps(server.health()["jobs"]))["cancelled"] == 2

@@ -162,7 +162,7 @@ def test_streams_stay_responsive_while_four_cpu_bound_jobs_run(start_server: Sta
         assert all(j["status"] == "in_progress" and j["progress"] > 0 for j in running)  # they did work
         assert status_of(server, queued["id"]) == "pending"
         for job in [queued, *jobs]:
-            server.http.post(f"/jobs/{job['id']}/cancel")
+            server.http.post(f"/jobs/{job['id']}/cancel", json={})
         server.wait_for(lambda: server.health()["jobs"]["cancelled"] == 5)
     assert len(gaps) >= 6 and max(gaps) < 1.0, gaps
     assert latencies and max(latencies) < 1.0, latencies

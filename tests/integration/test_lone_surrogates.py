@@ -97,6 +97,6 @@ def test_other_fields_with_a_lone_surrogate_are_4xx_too(server: ServerProcess) -
         ("GET", "/jobs?cursor=%ED%A0%80", 400),
         ("GET", "/jobs?limit=%ED%A0%80", 400),
     ]:
-        response = server.http.request(method, path)
+        response = server.http.request(method, path, headers={"X-Requested-With": "fetch"})
         assert response.status_code == status, (path, response.text)
         assert response.headers["content-type"] == "application/json"

@@ -242,7 +242,7 @@ def test_a_cancel_reaches_the_job_worker_running_the_job(
             on_b.wait_events(1, event="snapshot")
             job = create_job(a, "offsite", seconds=30, steps=30).json()  # only python -m jobs.worker runs it
             on_b.wait(lambda c: any(e.json()["status"] == "in_progress" for e in c.of("job")), timeout=10)
-            assert b.http.post(f"/jobs/{job['id']}/cancel").status_code == 200
+            assert b.http.post(f"/jobs/{job['id']}/cancel", json={}).status_code == 200
             on_b.wait(lambda c: any(e.json()["status"] == "cancelled" for e in c.of("job")), timeout=10)
         final = a.http.get(f"/jobs/{job['id']}").json()
         assert final["status"] == "cancelled" and final["result"] is None  # stopped, long before its 30 s

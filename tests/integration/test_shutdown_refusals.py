@@ -106,7 +106,7 @@ def test_writes_during_shutdown_are_refused_with_503_and_nothing_acknowledged_is
             Hammer(first, lambda n: "/events", event, fresh=True),
             Hammer(first, lambda n: "/jobs", lambda n: {"type": "sleep", "params": {"seconds": 0}}),
             Hammer(first, lambda n: "/jobs", lambda n: {"type": "sleep", "params": {"seconds": 0}}, fresh=True),
-            Hammer(first, lambda n: f"/jobs/{pending[n % len(pending)]}/cancel", lambda n: None),
+            Hammer(first, lambda n: f"/jobs/{pending[n % len(pending)]}/cancel", lambda n: {}),
         ]
         for hammer in hammers:
             hammer.start()

@@ -115,7 +115,7 @@ def test_every_write_while_draining_is_a_json_503_with_retry_after(draining: tup
     for path, body in [
         ("/events", {"topic": "t", "data": 1}),
         ("/jobs", {"type": "sleep", "params": {"seconds": 0}}),
-        (f"/jobs/{job_id}/cancel", None),
+        (f"/jobs/{job_id}/cancel", {}),
     ]:
         response = client.post(path, json=body)
         assert response.status_code == 503, (path, response.get_data())
