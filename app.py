@@ -15,7 +15,7 @@ from flask import Flask
 import board
 import jobs
 import streaming
-from server import auth, cors, logs, openapi
+from server import auth, cors, headers, logs, openapi
 from server.errors import MAX_BODY_BYTES, install_body_limit, install_error_handlers
 from server.proxies import TrustedProxies
 from server.settings import Settings
@@ -38,6 +38,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     jobs.init_app(app, streaming.service_of(app))
     openapi.init_app(app)
     install_error_handlers(app)
+    headers.init_app(app)
     if settings.trusted_proxies:
         # Trust exactly that many hops of X-Forwarded-For/-Proto, and only
         # from FORWARDED_ALLOW_IPS peers (server/proxies.py). Outermost, so

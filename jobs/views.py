@@ -118,7 +118,9 @@ def list_jobs() -> Response:
 def _limit(raw: str | None) -> int:
     if raw is None or raw == "":
         return DEFAULT_LIMIT
-    if not raw.isdigit() or not 1 <= int(raw) <= MAX_PAGE:
+    # ASCII digits only: str.isdigit() also takes "¹" (int() refuses it) and "٣" (int() reads 3);
+    # and short, before int() meets 4,300 digits (its limit since 3.11).
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > 6 or not 1 <= int(raw) <= MAX_PAGE:
         fail(400, f"limit must be an integer from 1 to {MAX_PAGE}, got {raw!r}")
     return int(raw)
 
