@@ -127,7 +127,7 @@ def create_demo_jobs(http: httpx.Client) -> None:
     failed = create_job(http, "fail", {"message": "upstream returned 502"}, "sync invoices")
     wait_job(http, failed, lambda j: j["status"] == "error")
     cancelled = create_job(http, "sleep", {"seconds": 60}, "reindex search")
-    http.post(f"/jobs/{cancelled}/cancel").raise_for_status()
+    http.post(f"/jobs/{cancelled}/cancel", json={}).raise_for_status()
     wait_job(http, cancelled, lambda j: j["status"] == "cancelled")
     create_job(http, "sleep", {"seconds": 40, "steps": 40}, "train model")
     running = create_job(http, "sleep", {"seconds": 8, "steps": 16}, "resize images")
