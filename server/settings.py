@@ -23,6 +23,9 @@ from typing import Any, TypeVar
 
 T = TypeVar("T")
 
+# HS256 needs a key at least as long as its hash (RFC 7518 section 3.2).
+MIN_SECRET_BYTES = 32
+
 
 class ConfigError(ValueError):
     """A setting has a value Jobstream cannot run with."""
@@ -109,6 +112,19 @@ def _text(name: str, raw: str) -> str:
 
 def _csv(name: str, raw: str) -> tuple[str, ...]:
     return tuple(part.strip() for part in raw.split(",") if part.strip())
+
+
+def _pem_file(name: str, raw: str) -> str:
+    # A readable PEM file; server.tokens parses the key (no PyJWT in the master).
+    path = raw.strip()
+    try:
+        with open(path, "rb") as file:
+            head = file.read(64 * 1024)
+    except OSError as exc:
+        raise ConfigError(name, raw, f"cannot read the file: {exc.strerror or exc}") from None
+    if b"-----BEGIN " not in head:
+        raise ConfigError(name, raw, "not a PEM file (no -----BEGIN line)")
+    return path
 
 
 def _field(env: str, default: Any, parse: Callable[[str, str], Any], doc: str = "") -> Any:
@@ -252,6 +268,41 @@ class Settings:
         "`redis://` or `rediss://` URL of a Redis 7.0 or newer: events, their history and the jobs then"
         " live there, shared by every worker and host. Unset: one worker, SQLite.",
     )
+    # Tokens: JWTs for private streams and scoped writers (docs/security.md).
+    jwt_secret: str = _field(
+        "JWT_SECRET",
+        "",
+        _text,
+        "Shared secret that signs and verifies JWTs with HS256 (and lets `flask --app app token` mint them)."
+        " Use at least 32 random bytes. Set this or `JWT_PUBLIC_KEY`, not both.",
+    )
+    jwt_public_key: str = _field(
+        "JWT_PUBLIC_KEY",
+        "",
+        _pem_file,
+        "Path of a PEM public key (RSA: RS256, EC P-256: ES256) that verifies JWTs minted elsewhere; read at"
+        " start-up, and a missing or invalid file stops it.",
+    )
+    jwt_audience: str = _field(
+        "JWT_AUDIENCE", "", _text, "When set, a JWT's `aud` must contain this value; unset, `aud` is not checked."
+    )
+    jwt_issuer: str = _field(
+        "JWT_ISSUER", "", _text, "When set, a JWT's `iss` must be this value; unset, `iss` is not checked."
+    )
+    jwt_cookie: str = _field(
+        "JWT_COOKIE",
+        "jobstream_token",
+        _text,
+        "Cookie a browser's `EventSource` carries its JWT in (sent cross-origin only with `withCredentials`).",
+    )
+    stream_auth: str = _field(
+        "STREAM_AUTH",
+        "off",
+        _choice("off", "optional", "required"),
+        "Who may open `/stream`. `off`: anyone, tokens ignored; `optional`: anyone, and a stream with a JWT"
+        " sees only what it grants (a bad one is `401`); `required`: a valid JWT only. Other than `off`"
+        " needs `JWT_SECRET` or `JWT_PUBLIC_KEY`.",
+    )
     # Jobs.
     jobs_db: str = _field(
         "JOBS_DB",
@@ -288,6 +339,12 @@ class Settings:
                 "more than one worker needs REDIS_URL: the in-process fan-out and "
                 "SQLite history cannot cross processes",
             )
+        if self.jwt_secret and self.jwt_public_key:
+            raise ConfigError("JWT_PUBLIC_KEY", self.jwt_public_key, "set JWT_SECRET or JWT_PUBLIC_KEY, not both")
+        if self.jwt_secret and len(self.jwt_secret.encode()) < MIN_SECRET_BYTES:
+            raise ConfigError("JWT_SECRET", "***", f"must be at least {MIN_SECRET_BYTES} bytes (RFC 7518 section 3.2)")
+        if self.stream_auth != "off" and not (self.jwt_secret or self.jwt_public_key):
+            raise ConfigError("STREAM_AUTH", self.stream_auth, "needs JWT_SECRET or JWT_PUBLIC_KEY to verify tokens")
         if not self.jobs_db:
             raise ConfigError("JOBS_DB", self.jobs_db, "must be a file path")
 
@@ -320,7 +377,7 @@ class Settings:
         out: dict[str, Any] = {}
         for field in dataclasses.fields(self):
             value = getattr(self, field.name)
-            if field.name == "api_token":
+            if field.name in ("api_token", "jwt_secret"):
                 value = "set" if value else "unset"
             elif field.name == "redis_url" and value:
                 value = _mask_password(value)
