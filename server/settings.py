@@ -284,7 +284,10 @@ class Settings:
         " start-up, and a missing or invalid file stops it.",
     )
     jwt_audience: str = _field(
-        "JWT_AUDIENCE", "", _text, "When set, a JWT's `aud` must contain this value; unset, `aud` is not checked."
+        "JWT_AUDIENCE",
+        "",
+        _text,
+        "When set, a JWT's `aud` must contain this value. Unset, a JWT with an `aud` is refused (RFC 7519 4.1.3).",
     )
     jwt_issuer: str = _field(
         "JWT_ISSUER", "", _text, "When set, a JWT's `iss` must be this value; unset, `iss` is not checked."

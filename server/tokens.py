@@ -37,6 +37,7 @@ import jwt
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
 from flask import Flask, current_app
+from flask.cli import with_appcontext
 
 from server.settings import ConfigError, Settings
 from streaming.core.topics import MAX_PATTERNS, TopicFilter, check_pattern
@@ -293,6 +294,7 @@ def init_app(app: Flask, settings: Settings) -> TokenVerifier | None:
 @click.option("--publish", multiple=True, help="A topic pattern the token may publish on (repeatable).")
 @click.option("--admin", is_flag=True, help="Allow /admin/*.")
 @click.option("--ttl", default=DEFAULT_TTL_SECONDS, show_default=True, type=click.IntRange(min=1), help="Seconds.")
+@with_appcontext
 def token_command(sub: str, subscribe: tuple[str, ...], publish: tuple[str, ...], admin: bool, ttl: int) -> None:
     """Print a JWT signed with JWT_SECRET (for tests and scripts)."""
     verifier = verifier_of(current_app)
