@@ -221,7 +221,7 @@ class Settings:
         (),
         _csv,
         "Comma-separated origins (or `*`) whose pages may open `/stream` and call the JSON API cross-origin."
-        " Cookies are never allowed. Unset: no CORS headers.",
+        " Cookies only for `/stream` from an origin listed by name (its JWT cookie). Unset: no CORS headers.",
     )
     # Process.
     host: str = _field(

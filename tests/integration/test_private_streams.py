@@ -100,6 +100,7 @@ def test_a_refused_stream_is_json_before_any_stream_opens(
         assert 'error="insufficient_scope"' in challenge
     if via == "cors-view":
         assert response.headers["access-control-allow-origin"] == ORIGIN
+        assert response.headers["access-control-allow-credentials"] == "true"  # withCredentials may read it
     assert required.health()["stream"]["accepted"] == before
 
 
