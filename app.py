@@ -15,7 +15,7 @@ from flask import Flask
 import board
 import jobs
 import streaming
-from server import auth, cors, headers, logs, openapi
+from server import auth, cors, headers, logs, openapi, tokens
 from server.errors import MAX_BODY_BYTES, install_body_limit, install_error_handlers
 from server.proxies import TrustedProxies
 from server.settings import Settings
@@ -32,8 +32,9 @@ def create_app(settings: Settings | None = None) -> Flask:
     # CORS first: a preflight must be answered before the token guard sees it.
     cors.init_app(app, settings.allowed_origins)
     install_body_limit(app)
-    auth.init_app(app, settings.api_token)
-    streaming.init_app(app, streaming.StreamingService(settings))
+    verifier = tokens.init_app(app, settings)
+    auth.init_app(app, settings.api_token, verifier)
+    streaming.init_app(app, streaming.StreamingService(settings, verifier=verifier))
     board.init_app(app)
     jobs.init_app(app, streaming.service_of(app))
     openapi.init_app(app)

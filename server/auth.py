@@ -9,9 +9,21 @@ and infrastructure (``/stream``, ``/health``, ``/metrics``, the board, the
 spec) stay open: a browser's ``EventSource`` cannot send headers, and a load
 balancer or Prometheus should not need the secret.
 
+With ``JWT_SECRET`` or ``JWT_PUBLIC_KEY`` set (``server.tokens``) the same
+routes also take a valid JWT, from the ``Authorization`` header only (never
+the cookie, so a cross-site form cannot write with a visitor's cookie), and
+the guard is on even without ``API_TOKEN``. The rules:
+
+* ``API_TOKEN`` is the operator's key: any write, any topic, ``/admin/*``.
+* A JWT may write; ``POST /events`` then also needs a ``publish`` pattern
+  matching the topic (checked by that view: ``request_grant()``, else 403).
+  The jobs routes accept any valid JWT for now (job owners come later).
+* ``/admin/*`` takes a JWT only with ``"admin": true`` (403 otherwise).
+* A header that is neither: 401 naming why (``invalid token: expired``).
+
 The guard is one ``before_request`` hook, so blueprints need no decorators
-and a new write route is guarded by default. Unset, everything stays open
-and each worker logs one warning at start-up.
+and a new write route is guarded by default. With neither key set,
+everything stays open and each worker logs one warning at start-up.
 """
 
 from __future__ import annotations
@@ -19,9 +31,10 @@ from __future__ import annotations
 import hmac
 import logging
 
-from flask import Flask, Response, request
+from flask import Flask, Response, g, request
 
 from server.errors import error_response
+from server.tokens import Grant, TokenError, TokenVerifier, bearer
 
 log = logging.getLogger("jobstream.auth")
 
@@ -42,8 +55,15 @@ def token_matches(header: str, token: bytes) -> bool:
     return hmac.compare_digest(given.strip().encode("utf-8", "surrogateescape"), token)
 
 
-def init_app(app: Flask, api_token: str) -> None:
-    if not api_token:
+def request_grant() -> Grant | None:
+    """The grant of the JWT this request was let in with; ``None`` for
+    ``API_TOKEN``, for an open server, and on routes the guard spares."""
+    grant: Grant | None = g.get("jobstream_grant")
+    return grant
+
+
+def init_app(app: Flask, api_token: str, verifier: TokenVerifier | None = None) -> None:
+    if not api_token and verifier is None:
         log.warning(
             "API_TOKEN is unset: POST /events, the jobs API and /admin/* are open to anyone who can reach the port",
             extra={"event": "auth_disabled"},
@@ -57,10 +77,24 @@ def init_app(app: Flask, api_token: str) -> None:
         if request.url_rule is None or not needs_token(request.method, request.path):
             return None
         header = request.headers.get("Authorization", "")
-        if header and token_matches(header, token):
+        if header and token and token_matches(header, token):
+            return None
+        given = bearer(request.environ) if verifier is not None else None
+        if given is not None and verifier is not None:
+            try:
+                grant = verifier.verify(given)
+            except TokenError as exc:
+                return error_response(401, str(exc), {"WWW-Authenticate": _INVALID})
+            if request.path.startswith(ADMIN_PREFIX) and not grant.admin:
+                return error_response(403, "token does not grant admin", {"WWW-Authenticate": _SCOPE})
+            g.jobstream_grant = grant
             return None
         if header:
-            message, challenge = "invalid bearer token", 'Bearer realm="jobstream", error="invalid_token"'
+            message, challenge = "invalid bearer token", _INVALID
         else:
             message, challenge = "missing bearer token", 'Bearer realm="jobstream"'
         return error_response(401, message, {"WWW-Authenticate": challenge})
+
+
+_INVALID = 'Bearer realm="jobstream", error="invalid_token"'
+_SCOPE = 'Bearer realm="jobstream", error="insufficient_scope"'

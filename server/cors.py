@@ -7,6 +7,11 @@ sends explicitly, so ``Authorization`` is an allowed request header and a
 preflight for ``POST`` with it and ``Content-Type: application/json`` is
 answered here, before the token guard (browsers send no credentials on a
 preflight). ``/admin/*`` and ``/metrics`` are for operators, not pages: no CORS.
+
+One exception: ``GET /stream`` for an origin listed by name (not ``*``) also
+gets ``Access-Control-Allow-Credentials: true``, so an ``EventSource`` made
+``withCredentials`` can carry its JWT cookie (``server.tokens``). A stream is
+a read, and no write ever takes a cookie, so this opens no CSRF.
 """
 
 from __future__ import annotations
@@ -53,5 +58,7 @@ def init_app(app: Flask, allowed_origins: tuple[str, ...]) -> None:
         if applies() and _allowed(origins, origin):
             response.headers["Access-Control-Allow-Origin"] = origin
             response.headers["Access-Control-Expose-Headers"] = EXPOSE_HEADERS
+            if request.path == "/stream" and origin in origins:
+                response.headers["Access-Control-Allow-Credentials"] = "true"
         response.vary.add("Origin")
         return response

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import time
 from typing import Any
+from urllib.parse import unquote_plus
 
 from gunicorn.glogging import Logger
 from pythonjsonlogger import json as jsonlogger
@@ -59,15 +60,62 @@ class JsonFormatter(jsonlogger.JsonFormatter):
         return f"{text},{int(record.msecs):03d}"
 
 
+# Query parameters whose values never reach a log: server.tokens.QUERY_PARAM
+# (named here too: this module must not import PyJWT, and a test compares them).
+SECRET_PARAMS = frozenset({"access_token"})
+# Request headers that carry credentials (API_TOKEN, JWTs): never logged.
+SECRET_HEADERS = ("{authorization}i", "{cookie}i")
+REDACTED = "[redacted]"
+
+
+def redact_query(query: str) -> str:
+    """``query`` with the value of every secret parameter replaced.
+
+    Names are compared percent-decoded (``access%5Ftoken`` is the same
+    parameter to the parser that reads tokens); everything else is kept.
+    """
+    if not query or ("token" not in query and "%" not in query):
+        return query  # the common case, without splitting
+    parts = query.split("&")
+    for i, part in enumerate(parts):
+        name, eq, _ = part.partition("=")
+        if eq and unquote_plus(name) in SECRET_PARAMS:
+            parts[i] = f"{name}={REDACTED}"
+    return "&".join(parts)
+
+
+def redact_uri(uri: str) -> str:
+    path, sep, query = uri.partition("?")
+    return f"{path}{sep}{redact_query(query)}" if sep else uri
+
+
 class GunicornLogger(Logger):  # type: ignore[misc]  # gunicorn has no type hints
-    """gunicorn's logger, without the access line nobody asked for.
+    """gunicorn's logger, without the access line nobody asked for, and
+    without the credentials a request carries.
 
     With a dict log config gunicorn treats access logging as on and builds
     every request's atoms (a dozen formatted fields) before ``gunicorn.access``,
     set to WARNING here, drops the line: several percent of a publish's CPU.
     The level decides instead, so an operator who lowers it gets the lines.
+    Those lines never hold a token: ``?access_token=`` is redacted in the
+    request line, the query and the environ atoms, and the ``Authorization``
+    and ``Cookie`` headers in any ``%({name}i)s`` an access log format uses.
     """
 
     def access(self, resp: Any, req: Any, environ: Any, request_time: Any) -> None:
         if self.access_log.isEnabledFor(logging.INFO):
             super().access(resp, req, environ, request_time)
+
+    def atoms(self, resp: Any, req: Any, environ: Any, request_time: Any) -> dict[str, Any]:
+        atoms: dict[str, Any] = super().atoms(resp, req, environ, request_time)
+        raw_uri = environ.get("RAW_URI", "")
+        if "?" in raw_uri:
+            atoms["r"] = f"{environ['REQUEST_METHOD']} {redact_uri(raw_uri)} {environ['SERVER_PROTOCOL']}"
+        atoms["q"] = redact_query(str(atoms.get("q") or ""))
+        for key in ("{query_string}e", "{raw_uri}e", "{request_uri}e"):
+            if key in atoms:
+                atoms[key] = redact_query(str(atoms[key])) if key == "{query_string}e" else redact_uri(str(atoms[key]))
+        for key in SECRET_HEADERS:
+            if key in atoms:
+                atoms[key] = REDACTED
+        return atoms

@@ -8,11 +8,14 @@ import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from streaming.core.reasons import NOT_KEEPING_UP, CloseReason
 from streaming.core.topics import TopicFilter
 from streaming.core.writer import WAKE, StreamWriter
+
+if TYPE_CHECKING:
+    from server.tokens import Grant
 
 _ids = itertools.count(1)
 
@@ -33,12 +36,22 @@ class Client:
     close_retry_ms: int | None = None
     # Stops the hang-up watch (streaming.transport.hangup) when the stream ends.
     unwatch: Callable[[], None] | None = None
+    # Who the reader is and what its token lets it read (``server.tokens``);
+    # None for an anonymous stream. The stream ends at ``grant.exp``.
+    grant: Grant | None = None
 
     @classmethod
     def create(
-        cls, buffer_size: int, remote_addr: str, user_agent: str, topics: TopicFilter, sock: Any = None
+        cls,
+        buffer_size: int,
+        remote_addr: str,
+        user_agent: str,
+        topics: TopicFilter,
+        sock: Any = None,
+        grant: Grant | None = None,
     ) -> Client:
-        return cls(StreamWriter(queue.Queue(maxsize=buffer_size), sock), remote_addr, user_agent, topics)
+        writer = StreamWriter(queue.Queue(maxsize=buffer_size), sock)
+        return cls(writer, remote_addr, user_agent, topics, grant=grant)
 
     def stop_watching(self) -> None:
         """End the hang-up watch (idempotent). The watch refers back to the
@@ -67,6 +80,7 @@ class Client:
             "user_agent": self.user_agent,
             "connected_at": self.connected_at,
             "topics": list(self.topics.patterns),
+            "sub": self.grant.sub if self.grant is not None else None,
             "events_sent": writer.events_sent,
             "queue_depth": writer.queue.qsize(),
             "lag_seconds": round(max(0.0, now_mono - writer.last_write), 3),

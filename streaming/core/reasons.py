@@ -18,6 +18,7 @@ class CloseReason(StrEnum):
     STALE = "stale"  # no successful write for 2 x keep-alive + send timeout
     SHUTDOWN = "shutdown"  # the worker is stopping (SIGTERM, SIGINT)
     UNAVAILABLE = "unavailable"  # replay or the snapshot needed the broker, which is down
+    TOKEN_EXPIRED = "token_expired"  # the stream's JWT reached its exp (found by the cleanup tick)
 
 
 class RefusalReason(StrEnum):

@@ -79,12 +79,21 @@ class Registry:
         self._clients: dict[Client, None] = {}  # ordered by admission
         self._per_ip: dict[str, int] = {}
         self._snapshot: tuple[Client, ...] | None = ()
+        # Streams opened with a token: the only ones ``expire`` looks at.
+        self._granted: dict[Client, None] = {}
         self.draining = False
         # Counters; changed only under the lock.
         self.accepted = 0
         self.rejected: dict[str, int] = dict.fromkeys(RefusalReason, 0)
         self.closed: dict[str, int] = dict.fromkeys(
-            (CloseReason.CLIENT, CloseReason.EVICTED, CloseReason.STALE, CloseReason.SHUTDOWN), 0
+            (
+                CloseReason.CLIENT,
+                CloseReason.EVICTED,
+                CloseReason.STALE,
+                CloseReason.SHUTDOWN,
+                CloseReason.TOKEN_EXPIRED,
+            ),
+            0,
         )
         self._retired_events = 0
         self.budget = DirectBudget(clock)
@@ -118,6 +127,8 @@ class Registry:
                 self.rejected[reason] += 1
             else:
                 self._clients[client] = None
+                if client.grant is not None:
+                    self._granted[client] = None
                 self._per_ip[client.remote_addr] = self._per_ip.get(client.remote_addr, 0) + 1
                 self._snapshot = None
                 self.accepted += 1
@@ -130,6 +141,8 @@ class Registry:
         with self._lock:
             if self._clients.pop(client, False) is False:
                 return False
+            if client.grant is not None:
+                self._granted.pop(client, None)
             left = self._per_ip[client.remote_addr] - 1
             if left:
                 self._per_ip[client.remote_addr] = left
@@ -210,6 +223,22 @@ class Registry:
             if now - writer.last_write >= interval and writer.queue.empty() and writer.nudge(KEEPALIVE):
                 count += 1
         return count
+
+    def expire(self, now_epoch: float) -> list[Client]:
+        """Ask every stream whose token reached its ``exp`` to end.
+
+        ``now_epoch`` is wall-clock time (``exp`` is). Only streams opened with
+        a token are looked at; each then writes ``event: token-expired``.
+        """
+        with self._lock:
+            granted = tuple(self._granted)
+        expired = []
+        for client in granted:
+            grant = client.grant
+            if grant is not None and grant.exp <= now_epoch and client.closing is None:
+                client.close(CloseReason.TOKEN_EXPIRED)
+                expired.append(client)
+        return expired
 
     def sweep(self, now: float) -> list[tuple[Client, CloseReason]]:
         """Remove stale clients and clients whose buffer stayed full too long."""

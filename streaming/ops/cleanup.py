@@ -9,6 +9,10 @@ Keep-alives are driven from here too: each tick puts one marker into the
 queue of every stream idle for a keep-alive interval, and the stream writes
 a comment. Streams then wait with a plain ``get()``: no timer per stream and
 no timeout object per event, which at 10,000 streams is memory and CPU.
+
+Token expiry too: each tick asks the registry to end the streams whose JWT
+reached its ``exp`` (``Registry.expire``, which looks only at streams opened
+with a token), so a stream outlives its token by at most one tick.
 """
 
 from __future__ import annotations
@@ -37,12 +41,14 @@ class Cleaner:
         clock: Callable[[], float] = time.monotonic,
         extra: Callable[[], None] | None = None,
         keepalive_seconds: float | None = None,
+        wall_clock: Callable[[], float] = time.time,
     ) -> None:
         self.registry = registry
         self.interval = interval_seconds
         self.clock = clock
         self.extra = extra
         self.keepalive = keepalive_seconds
+        self.wall_clock = wall_clock
         self.tick = min(interval_seconds, MAX_TICK_SECONDS)
         if keepalive_seconds is not None:
             self.tick = min(self.tick, keepalive_seconds / TICKS_PER_KEEPALIVE)
@@ -77,6 +83,7 @@ class Cleaner:
             try:
                 if self.keepalive is not None:
                     self.registry.keepalive(now, self.keepalive)
+                self.registry.expire(self.wall_clock())
                 if now >= next_sweep:
                     next_sweep = now + self.interval
                     self.run_once(now)

@@ -47,7 +47,13 @@ REPLAY_TRIGGERS = ("reconnect", "overflow")
 # Publish = id + history append + fan-out to every local queue: microseconds
 # to a few milliseconds; the top buckets catch a stalled history write.
 LATENCY_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
-CLOSE_REASONS = (CloseReason.CLIENT, CloseReason.EVICTED, CloseReason.STALE, CloseReason.SHUTDOWN)
+CLOSE_REASONS = (
+    CloseReason.CLIENT,
+    CloseReason.EVICTED,
+    CloseReason.STALE,
+    CloseReason.SHUTDOWN,
+    CloseReason.TOKEN_EXPIRED,
+)
 EXTENSION = "jobstream.metrics"
 
 bp = Blueprint("metrics", __name__)

@@ -17,6 +17,7 @@ from typing import Any, Protocol
 
 from server.background import Background
 from server.settings import Settings
+from server.tokens import TokenVerifier
 from streaming.core.broker import Broker, MemoryBroker
 from streaming.core.client import Client
 from streaming.core.events import Event, data_text
@@ -55,9 +56,15 @@ class JobView(Protocol):
 
 class StreamingService:
     def __init__(
-        self, settings: Settings, broker: Broker | None = None, clock: Callable[[], float] = time.monotonic
+        self,
+        settings: Settings,
+        broker: Broker | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        verifier: TokenVerifier | None = None,
     ) -> None:
         self.settings = settings
+        # Checks the tokens of streams under STREAM_AUTH (streaming.transport.connect).
+        self.verifier = verifier or TokenVerifier.from_settings(settings)
         self.clock = clock
         self.started_at = time.time()
         self.hooks = Hooks()

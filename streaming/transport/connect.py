@@ -2,7 +2,9 @@
 
 The Flask view and the fast path (``streaming.transport.fastpath``) both
 build their client here and both start its stream here, so a stream is the
-same whichever path served it.
+same whichever path served it. Who may read what (``STREAM_AUTH``, the
+request's token) is decided here too, for both: ``stream_grant`` and
+``readable`` raise ``StreamDenied``, which only the view words.
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ from collections.abc import Generator
 from typing import Any
 from urllib.parse import parse_qsl
 
+from server.auth import token_matches
+from server.tokens import Grant, TokenError, read_token
 from streaming.core.client import Client
 from streaming.core.reasons import CloseReason
 from streaming.core.topics import TopicFilter
@@ -25,9 +29,52 @@ from streaming.transport.stream import StreamOptions, open_stream
 log = logging.getLogger("jobstream.streaming")
 
 MAX_USER_AGENT = 300
+CHALLENGE = 'Bearer realm="jobstream"'
 
 
-def new_client(svc: StreamingService, environ: dict[str, Any], topics: TopicFilter) -> Client:
+class StreamDenied(Exception):
+    """A stream refused before it opens: ``401`` (no token, or a bad one) or
+    ``403`` (the token reads none of the requested topics)."""
+
+    def __init__(self, status: int, message: str, challenge: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.challenge = challenge
+
+
+def stream_grant(svc: StreamingService, environ: dict[str, Any]) -> Grant | None:
+    """The grant of the request's token under ``STREAM_AUTH``; ``None``: anonymous
+    (or ``API_TOKEN``, the operator's key, which reads everything)."""
+    settings = svc.settings
+    if settings.stream_auth == "off" or svc.verifier is None:
+        return None  # tokens are not even read
+    token = read_token(environ, settings.jwt_cookie)
+    if token is None:
+        if settings.stream_auth == "required":
+            raise StreamDenied(401, "missing token", CHALLENGE)
+        return None
+    if settings.api_token and token_matches(f"Bearer {token}", settings.api_token.encode()):
+        return None
+    try:
+        return svc.verifier.verify(token)
+    except TokenError as exc:
+        raise StreamDenied(401, str(exc), f'{CHALLENGE}, error="invalid_token"') from None
+
+
+def readable(grant: Grant | None, topics: TopicFilter) -> TopicFilter:
+    """``topics`` narrowed to what ``grant`` reads (``ValueError``: too many patterns)."""
+    if grant is None:
+        return topics
+    narrowed = grant.narrow(topics)
+    if narrowed is None:
+        raise StreamDenied(403, "token grants none of the requested topics", f'{CHALLENGE}, error="insufficient_scope"')
+    return narrowed
+
+
+def new_client(
+    svc: StreamingService, environ: dict[str, Any], topics: TopicFilter, grant: Grant | None = None
+) -> Client:
     """A client for this request, not yet admitted."""
     return Client.create(
         svc.settings.client_buffer,
@@ -35,6 +82,7 @@ def new_client(svc: StreamingService, environ: dict[str, Any], topics: TopicFilt
         user_agent=environ.get("HTTP_USER_AGENT", "")[:MAX_USER_AGENT],
         topics=topics,
         sock=environ.get("gunicorn.socket"),
+        grant=grant,
     )
 
 
@@ -84,6 +132,7 @@ def begin_stream(
             "ip": client.remote_addr,
             "user_agent": client.user_agent,
             "topics": list(client.topics.patterns),
+            "sub": client.grant.sub if client.grant is not None else None,
             "last_event_id": last_event_id or None,
         },
     )

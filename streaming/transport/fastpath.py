@@ -10,10 +10,12 @@ Everything unusual goes to the Flask view, which stays the complete
 implementation: HEAD and OPTIONS, a request with a body, a non-ASCII query,
 a bad topic filter (its 400), a cross-origin request when CORS is
 configured, and every refusal (rendered by the view from the reason decided
-here, so admission runs once). Flask's ``before_request`` hooks do not run
-here: today none applies to a plain ``GET /stream`` (the token guard spares
-reads, the body limit needs a body, CORS adds only ``Vary`` without an
-``Origin``); a new hook that must see streams has to be mirrored here.
+here, so admission runs once; a missing, bad or too narrow token is decided
+again there, by the same ``connect.stream_grant`` and ``connect.readable``).
+Flask's ``before_request`` hooks do not run here: today none applies to a
+plain ``GET /stream`` (the token guard spares reads, the body limit needs a
+body, CORS adds only ``Vary`` without an ``Origin``); a new hook that must
+see streams has to be mirrored here.
 
 Under gunicorn's HTTP/1 worker the response head and the stream's first
 chunk leave in one ``send`` instead of two. That uses gunicorn's own
@@ -28,7 +30,15 @@ from typing import Any
 
 from streaming.core.topics import TopicFilter
 from streaming.ops.service import StreamingService
-from streaming.transport.connect import begin_stream, last_event_id, new_client, query_pairs
+from streaming.transport.connect import (
+    StreamDenied,
+    begin_stream,
+    last_event_id,
+    new_client,
+    query_pairs,
+    readable,
+    stream_grant,
+)
 
 WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 
@@ -59,15 +69,16 @@ class StreamFastPath:
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
         if environ.get("PATH_INFO") != PATH or environ.get("REQUEST_METHOD") != "GET" or not self._plain(environ):
             return self.app(environ, start_response)
-        try:
-            args = query_pairs(environ)
-            topics = TopicFilter([value for key, value in args if key == "topic"])
-        except ValueError:
-            return self.app(environ, start_response)  # the view words the 400
         svc = self.service
+        try:
+            grant = stream_grant(svc, environ)
+            args = query_pairs(environ)
+            topics = readable(grant, TopicFilter([value for key, value in args if key == "topic"]))
+        except (ValueError, StreamDenied):
+            return self.app(environ, start_response)  # the view words the 400, 401 or 403
         if not svc.started:
             svc.start()  # outside gunicorn there is no post_worker_init
-        client = new_client(svc, environ, topics)
+        client = new_client(svc, environ, topics, grant)
         refused = svc.registry.admit(client)
         if refused is not None:
             environ[REFUSED_KEY] = refused

@@ -106,6 +106,8 @@ def open_stream(
         if reason is CloseReason.SHUTDOWN:
             retry = client.close_retry_ms
             yield shutdown_frame(options.retry_ms if retry is None else retry, len(registry), registry.max_connections)
+        elif reason is CloseReason.TOKEN_EXPIRED and client.grant is not None:
+            yield token_expired_frame(options.retry_ms, client.grant.exp)
     except BrokerUnavailable:
         # Replay or the snapshot needs Redis, which is down. End politely: the
         # browser retries later with the same Last-Event-ID and loses nothing
@@ -242,6 +244,14 @@ def shutdown_frame(retry_ms: int, active_connections: int, max_connections: int)
         "max_connections": max_connections,
     }
     return encode_retry(retry_ms) + encode(event="shutdown", data=json.dumps(data))
+
+
+def token_expired_frame(retry_ms: int, exp: float) -> bytes:
+    """``retry:`` and ``event: token-expired``: the last frame of a stream whose
+    token reached its ``exp``. The browser reconnects after ``retry:`` with
+    whatever cookie the web app set meanwhile, and resumes by Last-Event-ID."""
+    data = {"reason": "token expired", "exp": int(exp)}
+    return encode_retry(retry_ms) + encode(event="token-expired", data=json.dumps(data))
 
 
 def _reset(reason: str, last_event_id: str) -> bytes:

@@ -16,6 +16,7 @@ from typing import Any
 from flask import Blueprint, Flask, Response, current_app, jsonify, request
 
 from server import admin
+from server.auth import request_grant
 from server.errors import UNAVAILABLE_RETRY_SECONDS, error_response, fail, read_json_object, reject_unknown_fields
 from streaming import EXTENSION
 from streaming.core.broker import BrokerUnavailable
@@ -24,7 +25,16 @@ from streaming.core.reasons import RefusalReason
 from streaming.core.topics import TopicFilter, check_topic
 from streaming.ops import metrics
 from streaming.ops.service import ShuttingDown, StreamingService
-from streaming.transport.connect import begin_stream, forget, last_event_id, new_client, query_pairs
+from streaming.transport.connect import (
+    StreamDenied,
+    begin_stream,
+    forget,
+    last_event_id,
+    new_client,
+    query_pairs,
+    readable,
+    stream_grant,
+)
 from streaming.transport.fastpath import REFUSED_KEY, StreamFastPath
 from streaming.transport.stream import SHUTTING_DOWN, retry_after_seconds, shutdown_frame
 
@@ -76,10 +86,25 @@ def stream() -> Response:
     # UTF-8 such as %ED%A0%80 as literal text, and fails on raw non-ASCII.
     args = query_pairs(request.environ)
     try:
-        topics = TopicFilter([value for key, value in args if key == "topic"])
-    except ValueError as exc:
-        fail(400, str(exc))
-    client = new_client(svc, request.environ, topics)
+        grant = stream_grant(svc, request.environ)
+        try:
+            topics = readable(grant, TopicFilter([value for key, value in args if key == "topic"]))
+        except ValueError as exc:
+            fail(400, str(exc))
+    except StreamDenied as denied:
+        # Before any stream opens (fast path or not): a browser's EventSource
+        # gives up on a non-200, which is what a missing or bad token deserves.
+        log.info(
+            "stream refused",
+            extra={
+                "event": "stream_refused",
+                "status": denied.status,
+                "error": denied.message,
+                "ip": request.remote_addr,
+            },
+        )
+        return error_response(denied.status, denied.message, {"WWW-Authenticate": denied.challenge})
+    client = new_client(svc, request.environ, topics, grant)
     # A refusal decided by the fast path (streaming/transport/fastpath.py) is only rendered here.
     refused = request.environ.pop(REFUSED_KEY, None) or svc.registry.admit(client)
     if refused is not None:
@@ -150,6 +175,10 @@ def publish() -> tuple[Response, int]:
         data = check_data(body["data"])
     except ValueError as exc:
         fail(400, str(exc))
+    grant = request_grant()
+    if grant is not None and not grant.may_publish(topic):
+        # A JWT publishes only where its "publish" patterns say (API_TOKEN: anywhere).
+        fail(403, f"token may not publish on topic {topic!r}")
     try:
         with svc.accepting_write():
             published = svc.publish(topic, event, data)
