@@ -23,7 +23,7 @@ from tests.support.tokens import SECRET, mint
 
 ORIGIN = "https://board.example"
 API_TOKEN = "operator-key-for-tests"
-ALICE = ["jobs/alice/*", "news"]
+ALICE = ["builds/alice/*", "news"]
 MINTED: list[str] = []  # every token used against ``required``: none may reach its log
 
 
@@ -76,7 +76,7 @@ REFUSALS = [
     ("expired", lambda: {"Authorization": f"Bearer {token(subscribe=ALICE, ttl=-120)}"}, "", 401, "invalid token: expired"),
     ("wrong-secret", lambda: {"Cookie": f"jobstream_token={token(key='x' * 40, subscribe=ALICE)}"}, "", 401, "invalid token: bad signature"),
     ("garbage-in-query", lambda: {}, "access_token=garbage", 401, "invalid token: malformed"),
-    ("other-topics", lambda: {"Authorization": f"Bearer {token(subscribe=ALICE)}"}, "topic=jobs/bob/*", 403, "token grants none of the requested topics"),
+    ("other-topics", lambda: {"Authorization": f"Bearer {token(subscribe=ALICE)}"}, "topic=builds/bob/*", 403, "token grants none of the requested topics"),
     ("no-subscribe", lambda: {"Authorization": f"Bearer {token(publish=['*'])}"}, "", 403, "token grants none of the requested topics"),
 ]  # fmt: skip
 
@@ -112,7 +112,7 @@ def test_a_token_from_any_source_opens_a_stream_narrowed_to_its_grant(
 ) -> None:
     jwt = token(subscribe=ALICE)
     headers = {"Origin": ORIGIN} if via == "cors-view" else {}
-    params = [("topic", "jobs/*")]
+    params = [("topic", "builds/*")]
     if source == "header":
         headers["Authorization"] = f"Bearer {jwt}"
     elif source == "cookie":
@@ -122,14 +122,14 @@ def test_a_token_from_any_source_opens_a_stream_narrowed_to_its_grant(
     with SSEClient(required.port, params=params, headers=headers).open() as stream:
         assert stream.status == 200
         stream.wait(lambda c: c.comments)  # connected
-        # jobs/* was asked for; the token reads jobs/alice/* only ("news" was not asked for).
-        for topic in ("jobs/bob/1", "news", "jobs/alice/1"):
+        # builds/* was asked for; the token reads builds/alice/* only ("news" was not asked for).
+        for topic in ("builds/bob/1", "news", "builds/alice/1"):
             response = required.http.post("/events", json={"topic": topic, "data": topic}, headers=_bearer(API_TOKEN))
             assert response.status_code == 202
         (event,) = stream.wait_events(1, event="message")
-        assert event.data == "jobs/alice/1"
+        assert event.data == "builds/alice/1"
     clients = required.http.get("/admin/clients", headers=_bearer(API_TOKEN)).json()["clients"]
-    assert all(c["topics"] == ["jobs/alice/*"] for c in clients if c["sub"] == "alice")
+    assert all(c["topics"] == ["builds/alice/*"] for c in clients if c["sub"] == "alice")
 
 
 def _bearer(value: str) -> dict[str, str]:
@@ -154,9 +154,9 @@ def test_a_stream_ends_with_token_expired_at_its_exp(required: ServerProcess) ->
 
 @pytest.mark.timeout(30)
 def test_a_jwt_publishes_where_its_patterns_allow(required: ServerProcess) -> None:
-    body = {"topic": "jobs/alice/7", "data": 1}
-    assert required.http.post("/events", json=body, headers=_bearer(token(publish=["jobs/alice/*"]))).status_code == 202
-    denied = required.http.post("/events", json=body, headers=_bearer(token(publish=["jobs/bob/*"])))
+    body = {"topic": "builds/alice/7", "data": 1}
+    assert required.http.post("/events", json=body, headers=_bearer(token(publish=["builds/alice/*"]))).status_code == 202
+    denied = required.http.post("/events", json=body, headers=_bearer(token(publish=["builds/bob/*"])))
     assert denied.status_code == 403 and "may not publish" in denied.json()["error"]
     bad = required.http.post("/events", json=body, headers=_bearer(token(publish=["*"], ttl=-100)))
     assert bad.status_code == 401 and bad.json() == {"error": "invalid token: expired"}
@@ -164,7 +164,7 @@ def test_a_jwt_publishes_where_its_patterns_allow(required: ServerProcess) -> No
 
 @pytest.mark.timeout(30)
 def test_the_operator_key_reads_every_topic(required: ServerProcess) -> None:
-    with SSEClient(required.port, params=[("topic", "jobs/bob/*")], headers=_bearer(API_TOKEN)).open() as stream:
+    with SSEClient(required.port, params=[("topic", "builds/bob/*")], headers=_bearer(API_TOKEN)).open() as stream:
         assert stream.status == 200
 
 
@@ -176,7 +176,7 @@ def test_health_and_metrics_stay_open(required: ServerProcess) -> None:
 
 @pytest.mark.timeout(30)
 def test_optional_lets_anonymous_streams_in_and_refuses_bad_tokens(optional: ServerProcess) -> None:
-    with SSEClient(optional.port, params=[("topic", "jobs/bob/*")]).open() as stream:
+    with SSEClient(optional.port, params=[("topic", "builds/bob/*")]).open() as stream:
         assert stream.status == 200
     for via in VIAS:
         response = http_request(optional.port, raw_get(f"access_token={quote('a.b.c')}", {}, via))
@@ -194,4 +194,4 @@ def test_no_token_reaches_the_log(required: ServerProcess) -> None:
     leaked = [t for t in MINTED if t in log or t.split(".")[2] in log]
     assert leaked == []
     opened = [r for r in required.log_records() if r.get("event") == "stream_opened" and r.get("sub") == "alice"]
-    assert opened and all(r["topics"] == ["jobs/alice/*"] or r["topics"] == ALICE for r in opened)
+    assert opened and all(r["topics"] == ["builds/alice/*"] or r["topics"] == ALICE for r in opened)
