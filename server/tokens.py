@@ -25,9 +25,10 @@ standard library for the unpatched gunicorn master.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from http.cookies import CookieError, SimpleCookie
 from typing import Any
 from urllib.parse import parse_qsl
@@ -84,6 +85,15 @@ class Grant:
     subscribe: tuple[str, ...] = ()
     publish: tuple[str, ...] = ()
     admin: bool = False
+    # ``subscribe`` as a filter, built once: private events ask it per stream.
+    _reads: TopicFilter = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_reads", TopicFilter(self.subscribe))
+
+    def may_subscribe(self, topic: str) -> bool:
+        """Whether a ``subscribe`` pattern matches ``topic`` (empty: none does)."""
+        return bool(self.subscribe) and self._reads.matches(topic)
 
     def may_publish(self, topic: str) -> bool:
         return bool(self.publish) and TopicFilter(self.publish).matches(topic)
@@ -105,6 +115,13 @@ class Grant:
         # More than MAX_PATTERNS left (only with wide tokens and long filters):
         # TopicFilter's ValueError, a 400 like any over-long filter.
         return TopicFilter(patterns) if patterns else None
+
+
+# What ``API_TOKEN`` grants on a stream (``streaming.transport.connect``):
+# every topic, private events included. Never a token's grant: compared by
+# identity, and the stream it opens is listed and logged as anonymous
+# (``sub`` null), as before tokens existed.
+OPERATOR = Grant(sub="", exp=math.inf, admin=True)
 
 
 def intersect(requested: str, granted: str) -> str | None:

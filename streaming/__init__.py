@@ -102,20 +102,24 @@ def service_of(app: Flask | None = None) -> StreamingService:
     return svc
 
 
-def broadcast(topic: str, data: Any, event: str = "message", app: Flask | None = None) -> str:
+def broadcast(topic: str, data: Any, event: str = "message", app: Flask | None = None, private: bool = False) -> str:
     """Publish one event from Python code inside a worker; returns its id.
 
     The same path as ``POST /events`` (history, fan-out, Redis when set), so
     ``topic`` and ``event`` must pass the same checks (the server's own event
     names and the ``jobs/`` topics are reserved); raises ``ValueError`` naming
     the field otherwise, and ``BrokerUnavailable`` when Redis is down.
+    ``private``: only streams whose token may subscribe to ``topic``, admin
+    tokens and the operator get it; a ``ValueError`` with ``STREAM_AUTH=off``.
     """
     from streaming.core.events import check_event_name
     from streaming.core.topics import check_topic
 
     check_topic(topic)
     check_event_name(event)
-    return service_of(app).publish(topic, event, data).id
+    if not isinstance(private, bool):
+        raise ValueError("private must be true or false")
+    return service_of(app).publish(topic, event, data, private).id
 
 
 def get_connection_stats(app: Flask | None = None) -> dict[str, Any]:

@@ -12,7 +12,7 @@ import threading
 from typing import Any, Protocol
 
 from streaming.core.events import Event
-from streaming.core.history import History, SqliteHistory
+from streaming.core.history import History, Reader, SqliteHistory
 from streaming.core.ids import IdGenerator, Key, format_id
 from streaming.core.registry import Registry
 from streaming.core.topics import TopicFilter
@@ -27,7 +27,7 @@ class Broker(Protocol):
 
     def stop(self) -> None: ...
 
-    def publish(self, topic: str, event: str, data: str) -> Event:
+    def publish(self, topic: str, event: str, data: str, private: bool = False) -> Event:
         """Assign an id, record in history, deliver to local clients. Thread-safe."""
         ...
 
@@ -36,9 +36,10 @@ class Broker(Protocol):
         (``streaming.scaleout.instance.DeliveryCursors``); ignored in-process."""
         ...
 
-    def replay(self, after: Key, topics: TopicFilter) -> list[Event]:
-        """Events after ``after`` matching ``topics``; raises ``ReplayGap``, or
-        ``BrokerUnavailable`` when the history cannot be read right now."""
+    def replay(self, after: Key, topics: TopicFilter, may_read: Reader | None = None) -> list[Event]:
+        """Events after ``after`` matching ``topics``, private ones only where
+        ``may_read`` allows (``History.after``'s rules); raises ``ReplayGap``,
+        or ``BrokerUnavailable`` when the history cannot be read right now."""
         ...
 
     @property
@@ -79,17 +80,17 @@ class MemoryBroker:
     def attach_peers(self, peers: Any) -> None:
         pass  # one process: nobody else to wait for
 
-    def publish(self, topic: str, event: str, data: str) -> Event:
+    def publish(self, topic: str, event: str, data: str, private: bool = False) -> Event:
         with self._lock:
-            ev = Event.create(format_id(self._ids.next()), topic, event, data)
+            ev = Event.create(format_id(self._ids.next()), topic, event, data, private)
             if self._store is not None:
                 self._store.append(ev)
             self.history.append(ev)
             self.registry.fanout(ev)
         return ev
 
-    def replay(self, after: Key, topics: TopicFilter) -> list[Event]:
-        return self.history.after(after, topics)
+    def replay(self, after: Key, topics: TopicFilter, may_read: Reader | None = None) -> list[Event]:
+        return self.history.after(after, topics, may_read)
 
     @property
     def last_key(self) -> Key | None:

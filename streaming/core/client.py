@@ -16,6 +16,7 @@ from streaming.core.writer import WAKE, StreamWriter
 
 if TYPE_CHECKING:
     from server.tokens import Grant
+    from streaming.core.events import Event
 
 _ids = itertools.count(1)
 
@@ -37,7 +38,8 @@ class Client:
     # Stops the hang-up watch (streaming.transport.hangup) when the stream ends.
     unwatch: Callable[[], None] | None = None
     # Who the reader is and what its token lets it read (``server.tokens``);
-    # None for an anonymous stream. The stream ends at ``grant.exp``.
+    # None for an anonymous stream, ``server.tokens.OPERATOR`` for API_TOKEN.
+    # The stream ends at ``grant.exp``.
     grant: Grant | None = None
 
     @classmethod
@@ -52,6 +54,19 @@ class Client:
     ) -> Client:
         writer = StreamWriter(queue.Queue(maxsize=buffer_size), sock)
         return cls(writer, remote_addr, user_agent, topics, grant=grant)
+
+    def may_read(self, event: Event) -> bool:
+        """Whether this stream may get ``event``, its topic filter aside.
+
+        The one visibility rule, for the fan-out, replay and heals alike: a
+        public event, anyone; a private one, a grant whose ``subscribe``
+        patterns match its topic, an admin grant, or the operator
+        (``OPERATOR`` is an admin grant). Anonymous streams never.
+        """
+        if not event.private:
+            return True
+        grant = self.grant
+        return grant is not None and (grant.admin or grant.may_subscribe(event.topic))
 
     def stop_watching(self) -> None:
         """End the hang-up watch (idempotent). The watch refers back to the
@@ -80,7 +95,7 @@ class Client:
             "user_agent": self.user_agent,
             "connected_at": self.connected_at,
             "topics": list(self.topics.patterns),
-            "sub": self.grant.sub if self.grant is not None else None,
+            "sub": (self.grant.sub or None) if self.grant is not None else None,  # OPERATOR's is ""
             "events_sent": writer.events_sent,
             "queue_depth": writer.queue.qsize(),
             "lag_seconds": round(max(0.0, now_mono - writer.last_write), 3),

@@ -117,7 +117,9 @@ class Event:
     """One published event, encoded once and shared by every client queue.
 
     ``key`` is the id as ``(milliseconds, sequence)``, so the hot path compares
-    tuples instead of parsing strings.
+    tuples instead of parsing strings. ``private``: only readers whose token
+    may subscribe to ``topic`` (and admins, and the operator) get it
+    (``Client.may_read``); it never changes the bytes on the wire.
     """
 
     id: str
@@ -129,9 +131,10 @@ class Event:
     # The same bytes framed as one HTTP/1.1 chunk, for writes that bypass
     # gunicorn (streaming/core/writer.py); built once per event like ``wire``.
     chunk: bytes = field(repr=False, default=b"")
+    private: bool = False
 
     @classmethod
-    def create(cls, id: str, topic: str, event: str, data: str) -> Event:
+    def create(cls, id: str, topic: str, event: str, data: str, private: bool = False) -> Event:
         from streaming.core.ids import parse_id
 
         key = parse_id(id)
@@ -139,4 +142,4 @@ class Event:
             raise ValueError(f"malformed event id {id!r}")
         wire = encode(id=id, event=event, data=data)
         chunk = b"%X\r\n%s\r\n" % (len(wire), wire)
-        return cls(id=id, topic=topic, event=event, data=data, key=key, wire=wire, chunk=chunk)
+        return cls(id=id, topic=topic, event=event, data=data, key=key, wire=wire, chunk=chunk, private=private)

@@ -8,6 +8,10 @@ Replay is decided by the *floor*: the newest id that has been trimmed out of
 the window. An id is resumable when it is the floor or still in the window;
 anything else (older than the floor, newer than anything issued, or never
 issued) cannot be resumed without a possible gap and gets a reset.
+
+Resumability is decided on ids, before anything is filtered: an id the
+reader may not see (a private event's, a snapshot's) still resumes, and an
+empty replay is not a gap.
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ from __future__ import annotations
 import bisect
 import sqlite3
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from streaming.core.events import Event
 from streaming.core.ids import Key, format_id
@@ -23,6 +27,15 @@ from streaming.core.topics import TopicFilter
 
 EXPIRED = "expired"
 UNKNOWN = "unknown"
+
+# Whether a reader may get an event (``Client.may_read``); asked of private events only.
+Reader = Callable[[Event], bool]
+
+
+def visible(events: Iterable[Event], topics: TopicFilter, may_read: Reader | None) -> list[Event]:
+    """``events`` a reader gets: matching ``topics``; private ones only if
+    ``may_read`` says so (no reader: none)."""
+    return [e for e in events if topics.matches(e.topic) and (not e.private or (may_read is not None and may_read(e)))]
 
 
 class ReplayGap(Exception):
@@ -57,8 +70,9 @@ class History:
             del self._events[:excess]
             del self._keys[:excess]
 
-    def after(self, key: Key, topics: TopicFilter) -> list[Event]:
-        """Events newer than ``key`` that match ``topics``, oldest first.
+    def after(self, key: Key, topics: TopicFilter, may_read: Reader | None = None) -> list[Event]:
+        """Events newer than ``key`` that match ``topics``, oldest first;
+        private ones only where ``may_read`` allows (``None``: never).
 
         Raises ``ReplayGap`` when ``key`` is not resumable.
         """
@@ -70,7 +84,7 @@ class History:
         if not found and key != floor:
             raise ReplayGap(EXPIRED if key < floor else UNKNOWN)
         first = index + 1 if found else start
-        return [e for e in events[first:] if topics.matches(e.topic)]
+        return visible(events[first:], topics, may_read)
 
     @property
     def last_key(self) -> Key | None:
@@ -92,22 +106,38 @@ class SqliteHistory:
         self._db.execute("PRAGMA busy_timeout=5000")
         self._db.execute(
             "CREATE TABLE IF NOT EXISTS stream_events (ms INTEGER NOT NULL, seq INTEGER NOT NULL,"
-            " topic TEXT NOT NULL, event TEXT NOT NULL, data TEXT NOT NULL, PRIMARY KEY (ms, seq)) WITHOUT ROWID"
+            " topic TEXT NOT NULL, event TEXT NOT NULL, data TEXT NOT NULL,"
+            " private INTEGER NOT NULL DEFAULT 0, PRIMARY KEY (ms, seq)) WITHOUT ROWID"
         )
+        self._add_private_column()
         self._db.execute("CREATE TABLE IF NOT EXISTS stream_meta (name TEXT PRIMARY KEY, value TEXT NOT NULL)")
         self._appended = 0
+
+    def _add_private_column(self) -> None:
+        """A file made before private events has no ``private`` column: add
+        it (every old row public). Two processes opening the same old file
+        may race here; the loser's "duplicate column" is the same outcome."""
+        columns = {row[1] for row in self._db.execute("PRAGMA table_info(stream_events)")}
+        if "private" in columns:
+            return
+        try:
+            self._db.execute("ALTER TABLE stream_events ADD COLUMN private INTEGER NOT NULL DEFAULT 0")
+        except sqlite3.OperationalError as exc:
+            if "duplicate column" not in str(exc):
+                raise
 
     def load(self) -> History:
         with self._lock:
             rows = self._db.execute(
-                "SELECT ms, seq, topic, event, data FROM stream_events ORDER BY ms DESC, seq DESC LIMIT ?",
+                "SELECT ms, seq, topic, event, data, private FROM stream_events ORDER BY ms DESC, seq DESC LIMIT ?",
                 (max(self.size, 0),),
             ).fetchall()
             meta = dict(self._db.execute("SELECT name, value FROM stream_meta").fetchall())
         floor: Key = (int(meta.get("floor_ms", 0)), int(meta.get("floor_seq", 0)))
         last = (int(meta.get("last_ms", 0)), int(meta.get("last_seq", 0)))
         events = [
-            Event.create(format_id((ms, seq)), topic, event, data) for ms, seq, topic, event, data in reversed(rows)
+            Event.create(format_id((ms, seq)), topic, event, data, bool(private))
+            for ms, seq, topic, event, data, private in reversed(rows)
         ]
         if events and events[0].key > floor:
             # Rows older than the window were dropped by an earlier size.
@@ -131,8 +161,9 @@ class SqliteHistory:
         with self._lock:
             if self.size > 0:
                 self._db.execute(
-                    "INSERT OR REPLACE INTO stream_events (ms, seq, topic, event, data) VALUES (?, ?, ?, ?, ?)",
-                    (*event.key, event.topic, event.event, event.data),
+                    "INSERT OR REPLACE INTO stream_events (ms, seq, topic, event, data, private)"
+                    " VALUES (?, ?, ?, ?, ?, ?)",
+                    (*event.key, event.topic, event.event, event.data, int(event.private)),
                 )
                 self._appended += 1
                 if self._appended >= max(1, self.size // 4):

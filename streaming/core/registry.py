@@ -177,6 +177,7 @@ class Registry:
     def fanout(self, event: Event) -> int:
         """Offer ``event`` to every matching stream's writer without ever waiting.
 
+        A private event goes only to streams that ``Client.may_read`` it.
         A full buffer drops the event for that stream and flags a gap, which
         its generator heals from history; a buffer full for longer than the
         send timeout gets the stream evicted. Returns the number delivered.
@@ -186,7 +187,12 @@ class Registry:
         direct = self.budget.available(now)
         evict: list[Client] = []
         topic = event.topic
-        for client in self.clients():
+        clients: Iterable[Client] = self.clients()
+        if event.private:
+            # Decided once per event, so a public one costs no more per stream
+            # than before private events existed.
+            clients = [c for c in clients if c.topics.matches(topic) and c.may_read(event)]
+        for client in clients:
             if not client.topics.matches(topic):
                 continue
             writer = client.writer

@@ -28,6 +28,8 @@ from streaming.core.topics import TopicFilter
 from streaming.ops.cleanup import Cleaner
 from streaming.ops.observers import Hooks, Observer
 
+PRIVATE_NEEDS_AUTH = "private events need STREAM_AUTH=optional or required"
+
 log = logging.getLogger("jobstream.streaming")
 
 # How often a worker copies its counters to the instance table.
@@ -119,10 +121,17 @@ class StreamingService:
 
     # -- events and what observers hear -------------------------------------
 
-    def publish(self, topic: str, event: str, data: Any) -> Event:
+    def publish(self, topic: str, event: str, data: Any, private: bool = False) -> Event:
+        """Publish one event (no topic or name checks: the callers' job).
+
+        ``private`` with ``STREAM_AUTH=off`` is a ``ValueError``: every stream
+        is anonymous there, so the event would reach nobody but look private.
+        """
+        if private and self.settings.stream_auth == "off":
+            raise ValueError(PRIVATE_NEEDS_AUTH)
         text = data_text(data)
         started = time.perf_counter()
-        published = self.broker.publish(topic, event, text)
+        published = self.broker.publish(topic, event, text, private)
         if self.hooks.get("published"):
             self.hooks.call("published", published, time.perf_counter() - started)
         return published

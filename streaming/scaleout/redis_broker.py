@@ -1,6 +1,8 @@
 """The Redis Stream broker: one event log for every worker and every host.
 
-* ``publish`` is ``XADD jobstream:events MAXLEN ~ N * topic .. event .. data ..``;
+* ``publish`` is ``XADD jobstream:events MAXLEN ~ N * topic .. event .. data ..``
+  (and ``p 1`` for a private event; a missing ``p`` is public, as in entries
+  written before private events);
   Redis assigns the entry id and that id is the SSE ``id`` (``streaming.core.ids``
   follows the same ``<ms>-<seq>`` rule). Publishing does not fan out: every
   worker, the publisher's included, gets the event from its reader, so all of
@@ -51,7 +53,7 @@ from redis.retry import Retry
 from server.background import Background
 from streaming.core.broker import BrokerUnavailable
 from streaming.core.events import Event
-from streaming.core.history import EXPIRED, UNKNOWN, ReplayGap
+from streaming.core.history import EXPIRED, UNKNOWN, Reader, ReplayGap, visible
 from streaming.core.ids import Key, format_id, parse_id
 from streaming.core.registry import Registry
 from streaming.core.topics import TopicFilter
@@ -59,6 +61,7 @@ from streaming.core.topics import TopicFilter
 log = logging.getLogger("jobstream.redis")
 
 STREAM_KEY = "jobstream:events"
+PRIVATE_FIELD = "p"  # "1" on a private event's entry, absent otherwise
 SOCKET_TIMEOUT_SECONDS = 1.0
 # XREAD BLOCK must return well inside the socket timeout, and bounds how long
 # ``stop`` waits for the reader.
@@ -118,14 +121,15 @@ class RedisPublisher:
                     self._client = connect(self.url)
         return self._client
 
-    def publish(self, topic: str, event: str, data: str) -> Event:
+    def publish(self, topic: str, event: str, data: str, private: bool = False) -> Event:
+        fields = {"topic": topic, "event": event, "data": data}
+        if private:
+            fields[PRIVATE_FIELD] = "1"
         try:
-            entry_id = self.redis.xadd(
-                self.key, {"topic": topic, "event": event, "data": data}, maxlen=self.maxlen, approximate=True
-            )
+            entry_id = self.redis.xadd(self.key, fields, maxlen=self.maxlen, approximate=True)  # type: ignore[arg-type]
         except redis.RedisError as exc:
             raise BrokerUnavailable(f"redis: {exc}") from exc
-        return Event.create(str(entry_id), topic, event, data)
+        return Event.create(str(entry_id), topic, event, data, private)
 
     def close(self) -> None:
         if self._client is not None:
@@ -184,7 +188,7 @@ class RedisBroker(RedisPublisher):
 
     # -- Broker -----------------------------------------------------------------
 
-    def publish(self, topic: str, event: str, data: str) -> Event:
+    def publish(self, topic: str, event: str, data: str, private: bool = False) -> Event:
         """Add the event, then wait until the readers delivered it.
 
         The wait is the back-pressure of the embedded mode's synchronous
@@ -197,7 +201,7 @@ class RedisBroker(RedisPublisher):
         """
         if not self._up:
             raise BrokerUnavailable("redis unreachable")
-        published = super().publish(topic, event, data)
+        published = super().publish(topic, event, data, private)
         if self._reader.running:
             deadline = time.monotonic() + DELIVERY_WAIT_SECONDS
             with self._delivered:
@@ -219,7 +223,7 @@ class RedisBroker(RedisPublisher):
     def _past(self, key: Key) -> Any:
         return lambda: not self._up or (self._last is not None and self._last >= key)
 
-    def replay(self, after: Key, topics: TopicFilter) -> list[Event]:
+    def replay(self, after: Key, topics: TopicFilter, may_read: Reader | None = None) -> list[Event]:
         if not self._up:
             raise BrokerUnavailable("redis unreachable")
         try:
@@ -241,8 +245,9 @@ class RedisBroker(RedisPublisher):
                 raise ReplayGap(EXPIRED)
             if trimmed or after != (0, 0):
                 raise ReplayGap(UNKNOWN)
+        # Resumability was decided on ids above; only now is anything filtered.
         events = [_event(entry_id, fields) for entry_id, fields in entries[1 if found else 0 :]]
-        return [e for e in events if e is not None and topics.matches(e.topic)]
+        return visible((e for e in events if e is not None), topics, may_read)
 
     def _window(self, start: str) -> tuple[dict[str, Any], list[tuple[str, dict[str, str]]]]:
         pipe = self.redis.pipeline(transaction=True)
@@ -343,7 +348,13 @@ class RedisBroker(RedisPublisher):
 
 def _event(entry_id: str, fields: dict[str, str]) -> Event | None:
     try:
-        return Event.create(entry_id, fields["topic"], fields.get("event", "message"), fields.get("data", ""))
+        return Event.create(
+            entry_id,
+            fields["topic"],
+            fields.get("event", "message"),
+            fields.get("data", ""),
+            fields.get(PRIVATE_FIELD) == "1",
+        )
     except (KeyError, ValueError):
         log.warning("skipping a malformed stream entry", extra={"event": "bad_entry", "id": entry_id})
         return None

@@ -18,7 +18,7 @@ from typing import Any
 from urllib.parse import parse_qsl
 
 from server.auth import token_matches
-from server.tokens import Grant, TokenError, read_token
+from server.tokens import OPERATOR, Grant, TokenError, read_token
 from streaming.core.client import Client
 from streaming.core.reasons import CloseReason
 from streaming.core.topics import TopicFilter
@@ -44,8 +44,9 @@ class StreamDenied(Exception):
 
 
 def stream_grant(svc: StreamingService, environ: dict[str, Any]) -> Grant | None:
-    """The grant of the request's token under ``STREAM_AUTH``; ``None``: anonymous
-    (or ``API_TOKEN``, the operator's key, which reads everything)."""
+    """The grant of the request's token under ``STREAM_AUTH``; ``None``: anonymous;
+    ``OPERATOR`` for ``API_TOKEN``, the operator's key, which reads everything
+    (private events included)."""
     settings = svc.settings
     if settings.stream_auth == "off" or svc.verifier is None:
         return None  # tokens are not even read
@@ -55,7 +56,7 @@ def stream_grant(svc: StreamingService, environ: dict[str, Any]) -> Grant | None
             raise StreamDenied(401, "missing token", CHALLENGE)
         return None
     if settings.api_token and token_matches(f"Bearer {token}", settings.api_token.encode()):
-        return None
+        return OPERATOR
     try:
         return svc.verifier.verify(token)
     except TokenError as exc:
@@ -64,7 +65,7 @@ def stream_grant(svc: StreamingService, environ: dict[str, Any]) -> Grant | None
 
 def readable(grant: Grant | None, topics: TopicFilter) -> TopicFilter:
     """``topics`` narrowed to what ``grant`` reads (``ValueError``: too many patterns)."""
-    if grant is None:
+    if grant is None or grant is OPERATOR:
         return topics
     narrowed = grant.narrow(topics)
     if narrowed is None:
@@ -132,7 +133,7 @@ def begin_stream(
             "ip": client.remote_addr,
             "user_agent": client.user_agent,
             "topics": list(client.topics.patterns),
-            "sub": client.grant.sub if client.grant is not None else None,
+            "sub": (client.grant.sub or None) if client.grant is not None else None,
             "last_event_id": last_event_id or None,
         },
     )

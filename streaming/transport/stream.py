@@ -142,7 +142,7 @@ def _opening(
         try:
             if key is None:
                 raise ReplayGap("malformed")
-            replayed = broker.replay(key, client.topics)
+            replayed = broker.replay(key, client.topics, client.may_read)
             writer.last_key = replayed[-1].key if replayed else key
             opening.extend(e.wire for e in replayed)
             _notify(options.on_replay, "reconnect")
@@ -176,7 +176,7 @@ def _chunks(
         try:
             if base is None:
                 raise ReplayGap("overflow")
-            batch = [*broker.replay(base, client.topics), *batch]
+            batch = [*broker.replay(base, client.topics, client.may_read), *batch]
             _notify(options.on_replay, "overflow")
         except ReplayGap:
             _notify(options.on_reset, "overflow")

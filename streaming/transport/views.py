@@ -42,7 +42,7 @@ bp = Blueprint("streaming", __name__)
 log = logging.getLogger("jobstream.streaming")
 
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
-EVENT_FIELDS = ("topic", "event", "data")
+EVENT_FIELDS = ("topic", "event", "data", "private")
 
 
 def init_app(app: Flask, service: StreamingService) -> None:
@@ -175,15 +175,20 @@ def publish() -> tuple[Response, int]:
         data = check_data(body["data"])
     except ValueError as exc:
         fail(400, str(exc))
+    private = body.get("private", False)
+    if not isinstance(private, bool):
+        fail(400, "private must be true or false (a JSON boolean)")
     grant = request_grant()
     if grant is not None and not grant.may_publish(topic):
         # A JWT publishes only where its "publish" patterns say (API_TOKEN: anywhere).
         fail(403, f"token may not publish on topic {topic!r}")
     try:
         with svc.accepting_write():
-            published = svc.publish(topic, event, data)
+            published = svc.publish(topic, event, data, private)
     except BrokerUnavailable as exc:
         fail(503, f"event not accepted: broker unavailable ({exc})")
+    except ValueError as exc:  # private with STREAM_AUTH=off
+        fail(400, str(exc))
     # Back-pressure without a lock or a queue: under gevent this lets every
     # stream the fan-out just woke write before this connection's next publish
     # is read, so publishers cannot outrun delivery and overflow the buffers.

@@ -15,6 +15,7 @@ import pytest
 from server.openapi import load
 from tests.conftest import StartServer
 from tests.support.server import ServerProcess
+from tests.support.tokens import SECRET
 
 # Run the schemathesis CLI from this interpreter (its console script may not be on PATH).
 SCHEMATHESIS = [sys.executable, "-c", "import sys; from schemathesis.cli import schemathesis; sys.exit(schemathesis())"]
@@ -32,7 +33,8 @@ def test_the_served_spec_is_the_file(shared_server: ServerProcess) -> None:
 def test_schemathesis_finds_no_5xx_and_no_response_off_spec(start_server: StartServer, tmp_path: Path) -> None:
     # With a token set, so the auth checks (401 without it) run too. /stream
     # never ends, so it is left out; tests/integration/test_stream.py covers its responses.
-    server = start_server({"API_TOKEN": "fuzz-token"})
+    # STREAM_AUTH=optional: "private": true is valid input only with stream tokens on.
+    server = start_server({"API_TOKEN": "fuzz-token", "JWT_SECRET": SECRET, "STREAM_AUTH": "optional"})
     command = [
         *SCHEMATHESIS, "--config-file", str(Path(__file__).with_name("schemathesis.toml")),
         "run", server.url("/openapi.json"),

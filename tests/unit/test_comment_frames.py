@@ -20,6 +20,7 @@ from httpx_sse import EventSource, ServerSentEvent
 from streaming.core.broker import BrokerUnavailable, MemoryBroker
 from streaming.core.client import Client
 from streaming.core.events import Event, encode_comment
+from streaming.core.history import Reader
 from streaming.core.ids import Key
 from streaming.core.registry import Registry
 from streaming.core.topics import TopicFilter
@@ -104,7 +105,7 @@ def test_opening_keepalives_and_events_surface_only_the_events(stream: Stream) -
 
 
 class DownBroker(MemoryBroker):
-    def replay(self, after: Key, topics: TopicFilter) -> list[Event]:
+    def replay(self, after: Key, topics: TopicFilter, may_read: Reader | None = None) -> list[Event]:
         raise BrokerUnavailable("redis is down")
 
 
