@@ -155,7 +155,9 @@ def test_a_stream_ends_with_token_expired_at_its_exp(required: ServerProcess) ->
 @pytest.mark.timeout(30)
 def test_a_jwt_publishes_where_its_patterns_allow(required: ServerProcess) -> None:
     body = {"topic": "builds/alice/7", "data": 1}
-    assert required.http.post("/events", json=body, headers=_bearer(token(publish=["builds/alice/*"]))).status_code == 202
+    assert (
+        required.http.post("/events", json=body, headers=_bearer(token(publish=["builds/alice/*"]))).status_code == 202
+    )
     denied = required.http.post("/events", json=body, headers=_bearer(token(publish=["builds/bob/*"])))
     assert denied.status_code == 403 and "may not publish" in denied.json()["error"]
     bad = required.http.post("/events", json=body, headers=_bearer(token(publish=["*"], ttl=-100)))
