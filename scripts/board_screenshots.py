@@ -1,7 +1,7 @@
 """Regenerate the board pictures in docs/ from a real server and Chromium.
 
-    python scripts/board_screenshots.py            # writes docs/board.png and docs/board-phone.png
-    python scripts/board_screenshots.py --out DIR  # somewhere else
+    python -m scripts.board_screenshots            # writes docs/board.png and docs/board-phone.png
+    python -m scripts.board_screenshots --out DIR  # somewhere else
 
 Starts ``gunicorn -k gevent`` (``gunicorn.conf.py``, ``app:app``) on an
 ephemeral loopback port with a throw-away ``JOBS_DB``, creates a few demo jobs
@@ -29,21 +29,12 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import httpx
 
+from scripts.chromium import CHROMIUM, CHROMIUM_ARGS
+
 if TYPE_CHECKING:
     from playwright.sync_api import ViewportSize
 
 ROOT = Path(__file__).resolve().parents[1]
-CHROMIUM = Path("/usr/bin/chromium")
-# Chromium otherwise tries to reach Google's hosts (as tests/support/browser.py).
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 DESKTOP: ViewportSize = {"width": 1280, "height": 800}
 PHONE: ViewportSize = {"width": 390, "height": 844}
 # The caption in README.md describes these counts.

@@ -127,7 +127,7 @@ def test_screenshots_of_the_board_with_running_and_finished_jobs(
     create_job(server, "sleep", {"seconds": 40, "steps": 40}, name="train model")
     running = create_job(server, "sleep", {"seconds": 8, "steps": 16}, name="resize images")
     server.wait_for(lambda: get_job(server, running["id"])["progress"] >= 0.35, timeout=10)
-    # Into tmp_path: the pictures in docs/ come from scripts/board_screenshots.py.
+    # Into tmp_path: the pictures in docs/ come from python -m scripts.board_screenshots.
     for viewport, path in ((LAPTOP, tmp_path / "board.png"), (PHONE, tmp_path / "board-phone.png")):
         ctx = browser.new_context(viewport=viewport, device_scale_factor=1, color_scheme="light")
         try:

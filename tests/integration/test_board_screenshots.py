@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.browser import CHROMIUM
+from scripts.chromium import CHROMIUM
 
 pytestmark = pytest.mark.integration
 
@@ -21,9 +21,12 @@ def test_screenshot_script_writes_both_pictures_where_it_is_told(tmp_path: Path)
     if not CHROMIUM.exists():
         pytest.skip(f"{CHROMIUM} is not installed (.ci/run installs it)")
     out = tmp_path / "pictures"
-    script = ROOT / "scripts" / "board_screenshots.py"
     done = subprocess.run(
-        [sys.executable, str(script), "--out", str(out)], cwd=tmp_path, capture_output=True, text=True, timeout=80
+        [sys.executable, "-m", "scripts.board_screenshots", "--out", str(out)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=80,
     )
     assert done.returncode == 0, done.stdout + done.stderr
     for name in ("board.png", "board-phone.png"):
