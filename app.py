@@ -15,7 +15,7 @@ from flask import Flask
 import board
 import jobs
 import streaming
-from server import auth, cors, headers, logs, openapi, tokens
+from server import auth, cors, headers, logs, openapi, readers, tokens
 from server.errors import MAX_BODY_BYTES, install_body_limit, install_error_handlers
 from server.proxies import TrustedProxies
 from server.settings import Settings
@@ -33,7 +33,8 @@ def create_app(settings: Settings | None = None) -> Flask:
     cors.init_app(app, settings.allowed_origins)
     install_body_limit(app)
     verifier = tokens.init_app(app, settings)
-    auth.init_app(app, settings.api_token, verifier)
+    auth.init_app(app, settings.api_token, verifier, settings.jwt_cookie)
+    readers.init_app(app, settings, verifier)
     streaming.init_app(app, streaming.StreamingService(settings, verifier=verifier))
     board.init_app(app)
     jobs.init_app(app, streaming.service_of(app))

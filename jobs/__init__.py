@@ -70,7 +70,7 @@ def init_app(app: Flask, service: StreamingService, store: JobStore | None = Non
     app.extensions["jobs"] = JobsExtension(store=store, runner=runner, handlers=registry, service=service)
     app.register_blueprint(bp)
 
-    service.provide_jobs(JobsView(store))
+    service.provide_jobs(JobsView(store, readers_checked=settings.stream_auth != "off"))
     service.observe(JobsObserver(runner, feed))
     service.observe(JobMetrics(metrics_of(app), store.counts))
 

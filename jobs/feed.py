@@ -14,7 +14,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from jobs.store import MAX_PAGE, JobStore, Selection
+from jobs.store import EVERYONE, MAX_PAGE, JobStore, Selection, Viewer
 from server.background import Background
 from streaming import StreamingService, TopicFilter
 
@@ -30,10 +30,11 @@ def topic_of(job_id: str) -> str:
 
 
 def publisher(service: StreamingService) -> Callable[[dict[str, Any]], None]:
-    """``announce(job_json)``: ``event: job`` on ``jobs/<id>``. Raises ``BrokerUnavailable``."""
+    """``announce(job_json)``: ``event: job`` on ``jobs/<id>``, private to the
+    job's owner when it has one. Raises ``BrokerUnavailable``."""
 
     def announce(job: dict[str, Any]) -> None:
-        service.publish(topic_of(job["id"]), EVENT, job)
+        service.publish(topic_of(job["id"]), EVENT, job, owner=job.get("owner"))
 
     return announce
 
@@ -48,9 +49,9 @@ def selection_for(topics: TopicFilter) -> Selection:
     )
 
 
-def snapshot(store: JobStore, topics: TopicFilter) -> dict[str, Any]:
-    """The ``event: snapshot`` body: matching jobs, newest first, at most 500."""
-    return {"jobs": [job.to_json() for job in store.newest(selection_for(topics), MAX_PAGE)]}
+def snapshot(store: JobStore, topics: TopicFilter, viewer: Viewer = EVERYONE) -> dict[str, Any]:
+    """The ``event: snapshot`` body: matching jobs ``viewer`` sees, newest first, at most 500."""
+    return {"jobs": [job.to_json() for job in store.newest(selection_for(topics), MAX_PAGE, viewer)]}
 
 
 class ChangeFeed:

@@ -50,6 +50,8 @@ class Job:
     finished_at: int | None
     updated_at: int
     version: int
+    # The ``sub`` of the token that created the job; None: unowned, visible to all.
+    owner: str | None = None
 
     @property
     def topic(self) -> str:
@@ -61,6 +63,7 @@ class Job:
             "id": self.id,
             "type": self.type,
             "name": self.name,
+            "owner": self.owner,
             "params": self.params,
             "status": self.status.value,
             "progress": self.progress,

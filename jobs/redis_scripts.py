@@ -27,14 +27,26 @@ local function move(p, id, key, cur, new)
 end
 """
 
-# ARGV: prefix, id, type, name, params, now
-CREATE = """
-local p, id, now = ARGV[1], ARGV[2], ARGV[6]
+# The set of the jobs a user owns (``sub``), or of the unowned ones ('').
+VISIBILITY = """
+local function visibility_key(p, sub)
+  if sub == '' then return p .. 'jobs:unowned' end
+  return p .. 'jobs:owner:' .. sub
+end
+"""
+
+# ARGV: prefix, id, type, name, params, now, owner's sub ('' = unowned)
+CREATE = (
+    VISIBILITY
+    + """
+local p, id, now, sub = ARGV[1], ARGV[2], ARGV[6], ARGV[7]
 local key = p .. 'job:' .. id
 local seq = redis.call('INCR', p .. 'jobs:seq')
 redis.call('HSET', key, 'id', id, 'type', ARGV[3], 'name', ARGV[4], 'params', ARGV[5], 'status', 'pending',
   'progress', '0', 'created_at', now, 'updated_at', now, 'version', 1, 'seq', seq, 'attempts', 0,
   'cancel_requested', 0)
+if sub ~= '' then redis.call('HSET', key, 'owner_sub', sub) end
+redis.call('ZADD', visibility_key(p, sub), seq, id)
 redis.call('ZADD', p .. 'jobs:all', seq, id)
 redis.call('ZADD', p .. 'jobs:ids', 0, id)
 redis.call('ZADD', p .. 'jobs:status:pending', seq, id)
@@ -42,6 +54,7 @@ redis.call('ZADD', p .. 'jobs:pending:' .. ARGV[3], seq, id)
 redis.call('HINCRBY', p .. 'jobs:counts', 'pending', 1)
 return redis.call('HGETALL', key)
 """
+)
 
 # ARGV: prefix, id, expected status, expected owner ('' = any), new status ('' = same),
 #       n, then n field/value pairs to set, then fields to delete. Bumps version.
@@ -114,11 +127,14 @@ return out
 )
 
 # ARGV: prefix, id -> 1 when a pending job was deleted
-WITHDRAW = """
+WITHDRAW = (
+    VISIBILITY
+    + """
 local p, id = ARGV[1], ARGV[2]
 local key = p .. 'job:' .. id
 if redis.call('HGET', key, 'status') ~= 'pending' then return 0 end
 local job_type = redis.call('HGET', key, 'type')
+redis.call('ZREM', visibility_key(p, redis.call('HGET', key, 'owner_sub') or ''), id)
 redis.call('DEL', key)
 redis.call('ZREM', p .. 'jobs:all', id)
 redis.call('ZREM', p .. 'jobs:ids', id)
@@ -127,7 +143,23 @@ redis.call('ZREM', p .. 'jobs:pending:' .. job_type, id)
 redis.call('HINCRBY', p .. 'jobs:counts', 'pending', -1)
 return 1
 """
+)
 
+# ARGV: prefix. Jobs stored before owners existed are in no visibility set:
+# put every job without an owner into ``jobs:unowned``, once per database.
+INDEX_UNOWNED = """
+local p = ARGV[1]
+if redis.call('SET', p .. 'jobs:unowned:indexed', 1, 'NX') == false then return 0 end
+local all = redis.call('ZRANGE', p .. 'jobs:all', 0, -1, 'WITHSCORES')
+local n = 0
+for i = 1, #all, 2 do
+  if redis.call('HEXISTS', p .. 'job:' .. all[i], 'owner_sub') == 0 then
+    redis.call('ZADD', p .. 'jobs:unowned', all[i + 1], all[i])
+    n = n + 1
+  end
+end
+return n
+"""
 
 # By the name ``RedisJobStore._run`` calls them with.
 SCRIPTS: dict[str, str] = {
@@ -136,4 +168,5 @@ SCRIPTS: dict[str, str] = {
     "claim": CLAIM,
     "cancel": CANCEL,
     "withdraw": WITHDRAW,
+    "index_unowned": INDEX_UNOWNED,
 }

@@ -7,6 +7,9 @@ Chosen by ``jobs.wiring.make_store`` when ``REDIS_URL`` is set. Layout (prefix `
   and ``cancel_requested``;
 * ``jobs:all`` / ``jobs:status:<status>`` - sorted sets by ``seq`` (creation
   order, from ``INCR jobs:seq``): pages and cursors;
+* ``jobs:owner:<sub>`` / ``jobs:unowned`` - the same by owner (``owner_sub``
+  on the hash; ``owner`` there is the runner): what a reader who is not an
+  admin sees is the merge of its own set and the unowned one;
 * ``jobs:pending:<type>`` - pending jobs per type, oldest first: the queue;
 * ``jobs:ids`` - every id at score 0, for prefix selection (``ZRANGEBYLEX``);
 * ``jobs:counts`` - a hash of counts per status, for ``/health``;
@@ -32,7 +35,7 @@ from __future__ import annotations
 
 import contextlib
 import json
-from collections.abc import Collection, Iterator
+from collections.abc import Callable, Collection, Iterator
 from typing import Any
 
 import redis
@@ -41,12 +44,15 @@ from jobs.model import Job, new_job_id, now_ms
 from jobs.owners import Owner, is_alive
 from jobs.redis_scripts import SCRIPTS
 from jobs.states import InvalidTransition, Status, check_transition
-from jobs.store import MAX_PAGE, JobNotFound, Page, Selection, decode_cursor, encode_cursor
+from jobs.store import EVERYONE, MAX_PAGE, JobNotFound, Page, Selection, Viewer, decode_cursor, encode_cursor
 from streaming import BrokerUnavailable
 from streaming import redis_connect as connect
 
 PREFIX = "jobstream:"
 INTERRUPTED = "interrupted"
+# Jobs a page or snapshot reads at most while it skips those its reader may
+# not see (a status-filtered page of someone with few jobs among many).
+SCAN_LIMIT = 5000
 
 
 def _dumps(value: Any) -> str:
@@ -77,6 +83,7 @@ def _job(fields: dict[str, str]) -> Job:
         finished_at=_optional_int(fields.get("finished_at")),
         updated_at=int(fields["updated_at"]),
         version=int(fields["version"]),
+        owner=fields.get("owner_sub"),
     )
 
 
@@ -98,6 +105,7 @@ class RedisJobStore:
         self.instance = str(self.owner)
         self._client: redis.Redis | None = None
         self._scripts: dict[str, Any] = {}
+        self._indexed = False  # INDEX_UNOWNED ran (on the first read that needs it)
 
     @property
     def redis(self) -> redis.Redis:
@@ -146,37 +154,78 @@ class RedisJobStore:
 
     # -- the API's operations --------------------------------------------------
 
-    def create(self, type: str, name: str, params: dict[str, Any]) -> Job:
-        flat = self._run("create", new_job_id(), type, name, _dumps(params), now_ms())
+    def create(self, type: str, name: str, params: dict[str, Any], owner: str | None = None) -> Job:
+        flat = self._run("create", new_job_id(), type, name, _dumps(params), now_ms(), owner or "")
         return _job(_fields(flat))
 
     def get(self, job_id: str) -> Job | None:
         found = self._load([job_id])
         return found[0][1] if found else None
 
-    def page(self, status: Status | None = None, limit: int = 50, cursor: str | None = None) -> Page:
-        before = decode_cursor(cursor) if cursor else None
-        key = f"{self.prefix}jobs:status:{status.value}" if status else f"{self.prefix}jobs:all"
-        with _unavailable():
-            top = f"({before}" if before is not None else "+inf"
-            ids: list[str] = self.redis.zrevrangebyscore(key, top, "-inf", start=0, num=limit + 1)  # type: ignore[assignment]
-        found = self._load(ids[:limit])
-        more = len(ids) > limit
-        return Page([job for _, job in found], encode_cursor(found[-1][0]) if more and found else None)
+    def _visible_keys(self, viewer: Viewer) -> list[str]:
+        keys = [f"{self.prefix}jobs:unowned"]
+        if viewer.sub is not None:
+            keys.append(f"{self.prefix}jobs:owner:{viewer.sub}")
+        return keys
 
-    def newest(self, selection: Selection, limit: int = MAX_PAGE) -> list[Job]:
+    def page(
+        self, status: Status | None = None, limit: int = 50, cursor: str | None = None, viewer: Viewer = EVERYONE
+    ) -> Page:
+        before = decode_cursor(cursor) if cursor else None
+        if viewer.everything:
+            key = f"{self.prefix}jobs:status:{status.value}" if status else f"{self.prefix}jobs:all"
+            found, resume = self._scan([key], before, limit + 1)
+        else:
+            keep = (lambda job: job.status is status) if status else None
+            found, resume = self._scan(self._visible_keys(viewer), before, limit + 1, keep)
+        if len(found) > limit:
+            return Page([job for _, job in found[:limit]], encode_cursor(found[limit - 1][0]))
+        return Page([job for _, job in found], encode_cursor(resume) if resume is not None else None)
+
+    def _scan(
+        self, keys: list[str], before: int | None, want: int, keep: Callable[[Job], bool] | None = None
+    ) -> tuple[list[tuple[int, Job]], int | None]:
+        """Up to ``want`` ``(seq, job)`` from the sorted sets ``keys`` merged,
+        newest first below ``before``, that ``keep`` accepts; and the seq to
+        go on below when the scan stopped at ``SCAN_LIMIT`` (else None).
+        Without ``keep`` it is one round trip for the ids and one for the jobs."""
+        if not self._indexed:
+            self._run("index_unowned")  # raises BrokerUnavailable: retried by the next read
+            self._indexed = True
+        found: list[tuple[int, Job]] = []
+        scanned = 0
+        while len(found) < want:
+            if scanned >= SCAN_LIMIT:
+                return found, before
+            batch = want - len(found)
+            top = f"({before}" if before is not None else "+inf"
+            with _unavailable():
+                pipe = self.redis.pipeline(transaction=False)
+                for key in keys:
+                    pipe.zrevrangebyscore(key, top, "-inf", start=0, num=batch, withscores=True)
+                replies = pipe.execute()
+            scores = {member: int(score) for reply in replies for member, score in reply}
+            merged = sorted(scores, key=scores.__getitem__, reverse=True)[:batch]
+            if merged:
+                scanned += len(merged)
+                before = scores[merged[-1]]
+                found.extend(item for item in self._load(merged) if keep is None or keep(item[1]))
+            if len(merged) < batch:
+                break  # every set is exhausted
+        return found, None
+
+    def newest(self, selection: Selection, limit: int = MAX_PAGE, viewer: Viewer = EVERYONE) -> list[Job]:
+        if selection.everything:
+            keys = [f"{self.prefix}jobs:all"] if viewer.everything else self._visible_keys(viewer)
+            return [job for _, job in self._scan(keys, None, limit)[0]]
         with _unavailable():
-            ids: set[str] = set()
-            if selection.everything:
-                ids.update(self.redis.zrevrange(f"{self.prefix}jobs:all", 0, limit - 1))  # type: ignore[arg-type]
-            else:
-                ids.update(selection.ids)
-                for prefix in selection.id_prefixes:
-                    if prefix:
-                        lex = f"{self.prefix}jobs:ids"
-                        ids.update(self.redis.zrangebylex(lex, f"[{prefix}", f"[{prefix}\xff"))  # type: ignore[arg-type]
+            ids: set[str] = set(selection.ids)
+            for prefix in selection.id_prefixes:
+                if prefix:
+                    lex = f"{self.prefix}jobs:ids"
+                    ids.update(self.redis.zrangebylex(lex, f"[{prefix}", f"[{prefix}\xff"))  # type: ignore[arg-type]
         found = sorted(self._load(sorted(ids)), key=lambda item: item[0], reverse=True)
-        return [job for _, job in found[:limit]]
+        return [job for _, job in found if viewer.sees(job)][:limit]
 
     def withdraw(self, job_id: str) -> bool:
         return bool(self._run("withdraw", job_id))

@@ -37,7 +37,7 @@ from typing import Any
 from jobs.model import Job, new_job_id, now_ms
 from jobs.owners import Owner, is_alive
 from jobs.states import InvalidTransition, Status, check_transition
-from jobs.store import MAX_PAGE, JobNotFound, Page, Selection, decode_cursor, encode_cursor
+from jobs.store import EVERYONE, MAX_PAGE, JobNotFound, Page, Selection, Viewer, decode_cursor, encode_cursor
 
 MIN_SQLITE = (3, 35, 0)
 FEED_KEEP = 10_000
@@ -51,7 +51,8 @@ _SCHEMA = [
         status TEXT NOT NULL, progress REAL NOT NULL, message TEXT, result TEXT, error TEXT,
         created_at INTEGER NOT NULL, started_at INTEGER, finished_at INTEGER, updated_at INTEGER NOT NULL,
         version INTEGER NOT NULL,
-        attempts INTEGER NOT NULL DEFAULT 0, owner TEXT, cancel_requested INTEGER NOT NULL DEFAULT 0)""",
+        attempts INTEGER NOT NULL DEFAULT 0, owner TEXT, cancel_requested INTEGER NOT NULL DEFAULT 0,
+        owner_sub TEXT)""",
     "CREATE INDEX IF NOT EXISTS jobs_by_status ON jobs (status, seq)",
     "CREATE TABLE IF NOT EXISTS job_counts (status TEXT PRIMARY KEY, n INTEGER NOT NULL) WITHOUT ROWID",
     *(f"INSERT OR IGNORE INTO job_counts (status, n) VALUES ('{s.value}', 0)" for s in Status),
@@ -68,9 +69,11 @@ _SCHEMA = [
     "CREATE TABLE IF NOT EXISTS job_runners (owner TEXT PRIMARY KEY, heartbeat_at INTEGER NOT NULL) WITHOUT ROWID",
 ]
 
+# ``owner`` is the runner that claimed a job (``jobs.owners``); ``owner_sub``
+# the user who created it (``Job.owner``).
 _COLUMNS = (
     "seq, id, type, name, params, status, progress, message, result, error,"
-    " created_at, started_at, finished_at, updated_at, version"
+    " created_at, started_at, finished_at, updated_at, version, owner_sub"
 )
 
 
@@ -79,7 +82,7 @@ def _dumps(value: Any) -> str:
 
 
 def _job(row: tuple[Any, ...]) -> Job:
-    _seq, id_, type_, name, params, status, progress, message, result, error, *stamps, version = row
+    _seq, id_, type_, name, params, status, progress, message, result, error, *stamps, version, owner = row
     created, started, finished, updated = stamps
     return Job(
         id=id_,
@@ -96,7 +99,17 @@ def _job(row: tuple[Any, ...]) -> Job:
         finished_at=finished,
         updated_at=updated,
         version=version,
+        owner=owner,
     )
+
+
+def _visible_to(viewer: Viewer) -> tuple[str, tuple[Any, ...]]:
+    """The ``WHERE`` term (and its arguments) for the jobs ``viewer`` sees."""
+    if viewer.everything:
+        return "1", ()
+    if viewer.sub is None:
+        return "owner_sub IS NULL", ()
+    return "(owner_sub IS NULL OR owner_sub = ?)", (viewer.sub,)
 
 
 def _placeholders(values: Collection[Any]) -> str:
@@ -119,6 +132,9 @@ class SqliteJobStore:
         with self._write() as db:
             for statement in _SCHEMA:
                 db.execute(statement)
+            columns = {row[1] for row in db.execute("PRAGMA table_info(jobs)")}
+            if "owner_sub" not in columns:  # a file made before job owners: every job unowned
+                db.execute("ALTER TABLE jobs ADD COLUMN owner_sub TEXT")
 
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
@@ -149,13 +165,13 @@ class SqliteJobStore:
 
     # -- the API's operations --------------------------------------------------
 
-    def create(self, type: str, name: str, params: dict[str, Any]) -> Job:
+    def create(self, type: str, name: str, params: dict[str, Any], owner: str | None = None) -> Job:
         now = now_ms()
         with self._write() as db:
             rows = db.execute(
-                "INSERT INTO jobs (id, type, name, params, status, progress, created_at, updated_at, version)"
-                f" VALUES (?, ?, ?, ?, 'pending', 0.0, ?, ?, 1) RETURNING {_COLUMNS}",
-                (new_job_id(), type, name, _dumps(params), now, now),
+                "INSERT INTO jobs (id, type, name, params, status, progress, created_at, updated_at, version,"
+                f" owner_sub) VALUES (?, ?, ?, ?, 'pending', 0.0, ?, ?, 1, ?) RETURNING {_COLUMNS}",
+                (new_job_id(), type, name, _dumps(params), now, now, owner),
             ).fetchall()
             return self._logged(db, rows)[0]
 
@@ -163,25 +179,30 @@ class SqliteJobStore:
         rows = self._read(f"SELECT {_COLUMNS} FROM jobs WHERE id = ?", (job_id,))
         return _job(rows[0]) if rows else None
 
-    def page(self, status: Status | None = None, limit: int = 50, cursor: str | None = None) -> Page:
+    def page(
+        self, status: Status | None = None, limit: int = 50, cursor: str | None = None, viewer: Viewer = EVERYONE
+    ) -> Page:
         before = decode_cursor(cursor) if cursor else None
-        where: list[str] = []
-        args: list[Any] = []
+        visible, visible_args = _visible_to(viewer)
+        where: list[str] = [visible]
+        args: list[Any] = [*visible_args]
         if status is not None:
             where.append("status = ?")
             args.append(status.value)
         if before is not None:
             where.append("seq < ?")
             args.append(before)
-        clause = f"WHERE {' AND '.join(where)}" if where else ""
+        clause = f"WHERE {' AND '.join(where)}"
         rows = self._read(f"SELECT {_COLUMNS} FROM jobs {clause} ORDER BY seq DESC LIMIT ?", (*args, limit + 1))
         more = len(rows) > limit
         rows = rows[:limit]
         return Page([_job(r) for r in rows], encode_cursor(rows[-1][0]) if more and rows else None)
 
-    def newest(self, selection: Selection, limit: int = MAX_PAGE) -> list[Job]:
+    def newest(self, selection: Selection, limit: int = MAX_PAGE, viewer: Viewer = EVERYONE) -> list[Job]:
+        visible, visible_args = _visible_to(viewer)
         if selection.everything:
-            return [_job(r) for r in self._read(f"SELECT {_COLUMNS} FROM jobs ORDER BY seq DESC LIMIT ?", (limit,))]
+            sql = f"SELECT {_COLUMNS} FROM jobs WHERE {visible} ORDER BY seq DESC LIMIT ?"
+            return [_job(r) for r in self._read(sql, (*visible_args, limit))]
         where: list[str] = []
         args: list[Any] = []
         if selection.ids:
@@ -193,8 +214,8 @@ class SqliteJobStore:
             args.extend((prefix, prefix[:-1] + chr(ord(prefix[-1]) + 1)))
         if not where:
             return []
-        sql = f"SELECT {_COLUMNS} FROM jobs WHERE {' OR '.join(where)} ORDER BY seq DESC LIMIT ?"
-        return [_job(r) for r in self._read(sql, (*args, limit))]
+        sql = f"SELECT {_COLUMNS} FROM jobs WHERE ({' OR '.join(where)}) AND {visible} ORDER BY seq DESC LIMIT ?"
+        return [_job(r) for r in self._read(sql, (*args, *visible_args, limit))]
 
     def withdraw(self, job_id: str) -> bool:
         with self._write() as db:

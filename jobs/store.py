@@ -18,10 +18,13 @@ from __future__ import annotations
 import base64
 from collections.abc import Collection
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from jobs.model import Job
 from jobs.states import Status
+
+if TYPE_CHECKING:
+    from server.tokens import Grant
 
 MAX_PAGE = 500
 
@@ -51,19 +54,50 @@ class Selection:
     id_prefixes: Collection[str] = ()
 
 
+@dataclass(frozen=True)
+class Viewer:
+    """Whose jobs a reader sees: every job (``everything``: admins, the
+    operator, and every reader with ``STREAM_AUTH=off``), or the unowned
+    ones and those owned by ``sub`` (``None``: an anonymous reader)."""
+
+    everything: bool = True
+    sub: str | None = None
+
+    def sees(self, job: Job) -> bool:
+        return self.everything or job.owner is None or job.owner == self.sub
+
+
+EVERYONE = Viewer()
+
+
+def viewer_for(grant: Grant | None, readers_checked: bool = True) -> Viewer:
+    """The ``Viewer`` of a reader with this grant (``None``: anonymous).
+
+    ``readers_checked`` is false with ``STREAM_AUTH=off``: readers are not
+    identified there, and everyone sees every job, as before owners.
+    """
+    if not readers_checked or (grant is not None and grant.admin):  # OPERATOR is an admin grant
+        return EVERYONE
+    return Viewer(everything=False, sub=grant.sub or None if grant is not None else None)
+
+
 class JobStore(Protocol):
     instance: str
     """Names this store object in the change feed and as a job's owner."""
 
-    def create(self, type: str, name: str, params: dict[str, Any]) -> Job: ...
+    def create(self, type: str, name: str, params: dict[str, Any], owner: str | None = None) -> Job: ...
 
     def get(self, job_id: str) -> Job | None: ...
 
-    def page(self, status: Status | None = None, limit: int = 50, cursor: str | None = None) -> Page:
-        """Newest first; raises ``InvalidCursor`` for a cursor it did not issue."""
+    def page(
+        self, status: Status | None = None, limit: int = 50, cursor: str | None = None, viewer: Viewer = EVERYONE
+    ) -> Page:
+        """Newest first, only jobs ``viewer`` sees; raises ``InvalidCursor``
+        for a cursor it did not issue. A page may hold fewer than ``limit``
+        jobs while ``next_cursor`` still points further."""
         ...
 
-    def newest(self, selection: Selection, limit: int = MAX_PAGE) -> list[Job]: ...
+    def newest(self, selection: Selection, limit: int = MAX_PAGE, viewer: Viewer = EVERYONE) -> list[Job]: ...
 
     def withdraw(self, job_id: str) -> bool:
         """Delete a job that is still pending (its creation could not be announced)."""

@@ -1,5 +1,12 @@
 """The job API: ``POST /jobs``, ``GET /jobs``, ``GET /jobs/<id>``, ``POST /jobs/<id>/cancel``.
 
+Owners: a job created with a JWT belongs to its ``sub`` (the operator and
+admins may name another ``owner``). The jobs API shows and cancels an owned
+job only for its owner, admins and the operator; anyone else gets the same
+``404`` as for a job that does not exist, so ids do not leak. Readers are
+identified as ``/stream``'s are (``server.readers``); cancels by the token
+the write guard let in (``server.auth``).
+
 Every client mistake is ``{"error": "..."}`` with a 4xx that names the field
 or parameter (``server.errors``); while the worker drains, creating and
 cancelling are refused with a 503 (``StreamingService.accepting_write``). A
@@ -20,17 +27,18 @@ from jobs.handlers import HandlerRegistry, ParamsError
 from jobs.model import MAX_NAME_LENGTH
 from jobs.runner import Runner
 from jobs.states import InvalidTransition, Status, parse_status
-from jobs.store import MAX_PAGE, InvalidCursor, JobNotFound, JobStore
-from server.errors import fail, has_body, is_json, read_json_object, reject_unknown_fields
+from jobs.store import EVERYONE, MAX_PAGE, InvalidCursor, JobNotFound, JobStore, Viewer, viewer_for
+from server.auth import SCRIPT_HEADER, request_grant
+from server.errors import ApiError, fail, has_body, is_json, read_json_object, reject_unknown_fields
+from server.readers import ReadDenied, reader_grant
 from streaming import BrokerUnavailable, StreamingService, check_text, data_text
 
 bp = Blueprint("jobs", __name__)
 log = logging.getLogger("jobstream.jobs")
 
-CREATE_FIELDS = ("type", "params", "name")
+CREATE_FIELDS = ("type", "params", "name", "owner")
+MAX_OWNER_LENGTH = 200
 DEFAULT_LIMIT = 50
-# What POST /jobs/<id>/cancel accepts instead of a JSON content type, with no body.
-SCRIPT_HEADER = "X-Requested-With"
 
 
 @dataclass(frozen=True)
@@ -75,6 +83,7 @@ def create_job() -> tuple[Response, int, dict[str, str]]:
         name = job_type
     if not isinstance(name, str) or not name.strip() or len(name) > MAX_NAME_LENGTH:
         fail(400, f"name must be a non-empty string of at most {MAX_NAME_LENGTH} characters")
+    owner = _owner(body.get("owner"))
     try:
         # Everything here ends up in the job's events: it must be UTF-8 text.
         check_text("name", name)
@@ -83,7 +92,7 @@ def create_job() -> tuple[Response, int, dict[str, str]]:
         fail(400, str(exc))
     # Refused with 503 once the worker drains (streaming's ShuttingDown).
     with ext.service.accepting_write(), ext.runner.holding_claims():
-        job = ext.store.create(job_type, name, params)
+        job = ext.store.create(job_type, name, params, owner)
         try:
             publisher(ext.service)(job.to_json())
         except BrokerUnavailable as exc:
@@ -108,8 +117,9 @@ def list_jobs() -> Response:
         except ValueError as exc:
             fail(400, f"status: {exc}")
     limit = _limit(args.get("limit"))
+    viewer = _reader(ext)
     try:
-        page = ext.store.page(status, limit, args.get("cursor") or None)
+        page = ext.store.page(status, limit, args.get("cursor") or None, viewer)
     except InvalidCursor as exc:
         fail(400, str(exc))
     return jsonify({"jobs": [j.to_json() for j in page.jobs], "next_cursor": page.next_cursor})
@@ -127,8 +137,10 @@ def _limit(raw: str | None) -> int:
 
 @bp.get("/jobs/<job_id>")
 def get_job(job_id: str) -> Response:
-    job = _jobs().store.get(job_id)
-    if job is None:
+    ext = _jobs()
+    viewer = _reader(ext)  # a missing or bad token is a 401 whether or not the job exists
+    job = ext.store.get(job_id)
+    if job is None or not viewer.sees(job):
         fail(404, f"no job {job_id!r}")
     return jsonify(job.to_json())
 
@@ -138,6 +150,9 @@ def cancel_job(job_id: str) -> Response:
     _refuse_a_cross_site_form()
     ext = _jobs()
     with ext.service.accepting_write():
+        found = ext.store.get(job_id)  # an owner never changes: checked before the cancel
+        if found is None or not _writer().sees(found):
+            fail(404, f"no job {job_id!r}")
         try:
             job = ext.store.request_cancel(job_id)
         except JobNotFound as exc:
@@ -149,6 +164,40 @@ def cancel_job(job_id: str) -> Response:
         else:
             ext.runner.cancel_local(job.id)
     return jsonify(job.to_json())
+
+
+def _owner(given: Any) -> str | None:
+    """Who owns a new job: the JWT's ``sub``; ``owner`` names someone else
+    only for the operator (``API_TOKEN``), an admin token, or an open server."""
+    grant = request_grant()
+    if given is None:
+        return grant.sub if grant is not None else None
+    if not isinstance(given, str) or not given.strip() or len(given) > MAX_OWNER_LENGTH:
+        fail(400, f"owner must be a non-empty string of at most {MAX_OWNER_LENGTH} characters")
+    try:
+        check_text("owner", given)
+    except ValueError as exc:
+        fail(400, str(exc))
+    if grant is not None and not grant.admin and given != grant.sub:
+        fail(403, "owner: only the operator or an admin token may create a job for someone else")
+    return given
+
+
+def _reader(ext: JobsExtension) -> Viewer:
+    """Whose jobs this read may see (``401`` for a missing or bad token, as on /stream)."""
+    settings = ext.service.settings
+    try:
+        grant = reader_grant(settings, ext.service.verifier, request.environ)
+    except ReadDenied as denied:
+        raise ApiError(denied.status, denied.message, {"WWW-Authenticate": denied.challenge}) from None
+    return viewer_for(grant, readers_checked=settings.stream_auth != "off")
+
+
+def _writer() -> Viewer:
+    """Whose jobs this write may change: a JWT's own and the unowned ones;
+    everything for the operator, an admin token and an open server."""
+    grant = request_grant()  # None: API_TOKEN, or no key configured at all
+    return EVERYONE if grant is None else viewer_for(grant)
 
 
 def _refuse_a_cross_site_form() -> None:

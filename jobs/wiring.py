@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 from jobs.feed import snapshot
 from jobs.states import Status
+from jobs.store import viewer_for
 from streaming import Observer
 
 if TYPE_CHECKING:
@@ -14,6 +15,7 @@ if TYPE_CHECKING:
     from jobs.runner import Runner
     from jobs.store import JobStore
     from server.settings import Settings
+    from server.tokens import Grant
     from streaming import TopicFilter
 
 
@@ -33,11 +35,13 @@ class JobsView:
 
     statuses = tuple(s.value for s in Status)
 
-    def __init__(self, store: JobStore) -> None:
+    def __init__(self, store: JobStore, readers_checked: bool = True) -> None:
         self.store = store
+        self.readers_checked = readers_checked  # false with STREAM_AUTH=off
 
-    def snapshot(self, topics: TopicFilter) -> dict[str, Any]:
-        return snapshot(self.store, topics)
+    def snapshot(self, topics: TopicFilter, reader: Grant | None = None) -> dict[str, Any]:
+        """Only the jobs ``reader`` may see (an owned job: its owner and admins)."""
+        return snapshot(self.store, topics, viewer_for(reader, self.readers_checked))
 
     def counts(self) -> dict[str, int]:
         return self.store.counts()

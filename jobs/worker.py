@@ -75,8 +75,12 @@ def _announcer(settings: Settings) -> Callable[[dict[str, Any]], None]:
 
     stream = RedisPublisher(settings.redis_url, settings.history_size)
 
+    # An owned job's events are private to its owner, as StreamingService.publish
+    # makes them; with STREAM_AUTH=off readers are not identified: public.
+    owners = settings.stream_auth != "off"
+
     def announce(job: dict[str, Any]) -> None:
-        stream.publish(topic_of(job["id"]), EVENT, data_text(job))
+        stream.publish(topic_of(job["id"]), EVENT, data_text(job), owner=job.get("owner") if owners else None)
 
     return announce
 

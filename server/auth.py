@@ -10,14 +10,20 @@ spec) stay open: a browser's ``EventSource`` cannot send headers, and a load
 balancer or Prometheus should not need the secret.
 
 With ``JWT_SECRET`` or ``JWT_PUBLIC_KEY`` set (``server.tokens``) the same
-routes also take a valid JWT, from the ``Authorization`` header only (never
-the cookie, so a cross-site form cannot write with a visitor's cookie), and
-the guard is on even without ``API_TOKEN``. The rules:
+routes also take a valid JWT, and the guard is on even without
+``API_TOKEN``. The JWT comes from the ``Authorization`` header or, so that a
+signed-in page can start and cancel its user's jobs, from the ``JWT_COOKIE``
+cookie, but the cookie only on a request no cross-site page can send without
+a CORS preflight: a JSON ``Content-Type`` or an ``X-Requested-With`` header
+(the "custom request header" defence against CSRF). A ``<form>`` on another
+site can send neither, and the preflight lets only ``STREAM_ALLOWED_ORIGINS``
+through (``server.cors``). The rules:
 
 * ``API_TOKEN`` is the operator's key: any write, any topic, ``/admin/*``.
 * A JWT may write; ``POST /events`` then also needs a ``publish`` pattern
   matching the topic (checked by that view: ``request_grant()``, else 403).
-  The jobs routes accept any valid JWT for now (job owners come later).
+  A job it creates is its ``sub``'s, and it cancels only its own and
+  unowned jobs (``jobs.views``).
 * ``/admin/*`` takes a JWT only with ``"admin": true`` (403 otherwise).
 * A header that is neither: 401 naming why (``invalid token: expired``).
 
@@ -33,12 +39,14 @@ import logging
 
 from flask import Flask, Response, g, request
 
-from server.errors import error_response
-from server.tokens import Grant, TokenError, TokenVerifier, bearer
+from server.errors import error_response, is_json
+from server.tokens import Grant, TokenError, TokenVerifier, bearer, cookie_token
 
 log = logging.getLogger("jobstream.auth")
 
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+# A header no cross-site form can send (a fetch with it needs a preflight).
+SCRIPT_HEADER = "X-Requested-With"
 ADMIN_PREFIX = "/admin/"
 
 
@@ -62,7 +70,18 @@ def request_grant() -> Grant | None:
     return grant
 
 
-def init_app(app: Flask, api_token: str, verifier: TokenVerifier | None = None) -> None:
+def _jwt(cookie: str) -> str | None:
+    """The request's JWT: the header's, else the cookie's on a request that
+    needed a CORS preflight (see the module docstring)."""
+    given = bearer(request.environ)
+    if given is not None or not (is_json(request.mimetype) or request.headers.get(SCRIPT_HEADER, "").strip()):
+        return given
+    return cookie_token(request.environ, cookie)
+
+
+def init_app(
+    app: Flask, api_token: str, verifier: TokenVerifier | None = None, cookie: str = "jobstream_token"
+) -> None:
     if not api_token and verifier is None:
         log.warning(
             "API_TOKEN is unset: POST /events, the jobs API and /admin/* are open to anyone who can reach the port",
@@ -79,7 +98,7 @@ def init_app(app: Flask, api_token: str, verifier: TokenVerifier | None = None) 
         header = request.headers.get("Authorization", "")
         if header and token and token_matches(header, token):
             return None
-        given = bearer(request.environ) if verifier is not None else None
+        given = _jwt(cookie) if verifier is not None else None
         if given is not None and verifier is not None:
             try:
                 grant = verifier.verify(given)

@@ -12,8 +12,9 @@ key-confusion attack) are both refused. ``exp`` is required; ``aud`` and
 A token travels in ``Authorization: Bearer``, in the ``JWT_COOKIE`` cookie
 (what a browser's ``EventSource`` can send) or in ``?access_token=`` (least
 safe: URLs end up in proxy logs and browser history; Jobstream's own access
-log redacts it, ``server.logformat``). Writes take the header only, never the
-cookie, so no cross-site form can publish with a visitor's cookie.
+log redacts it, ``server.logformat``). Writes take the header, or the cookie
+on requests only a same-origin script can send (``server.auth``); never the
+query string.
 
 The claims Jobstream reads: ``sub`` (the user) and ``"jobstream":
 {"subscribe": [...], "publish": [...], "admin": bool}``, where each pattern
@@ -271,19 +272,23 @@ def bearer(environ: Mapping[str, Any]) -> str | None:
     return token if scheme.lower() == "bearer" and token else None
 
 
+def cookie_token(environ: Mapping[str, Any], cookie_name: str) -> str | None:
+    """The value of the ``cookie_name`` cookie, if the request has one."""
+    cookies = environ.get("HTTP_COOKIE")
+    if not cookies or cookie_name not in cookies:
+        return None
+    try:
+        morsel = SimpleCookie(cookies).get(cookie_name)
+    except CookieError:
+        return None
+    return morsel.value if morsel is not None and morsel.value else None
+
+
 def read_token(environ: Mapping[str, Any], cookie_name: str) -> str | None:
     """A stream's token: the header, else the cookie, else ``?access_token=``."""
-    token = bearer(environ)
+    token = bearer(environ) or cookie_token(environ, cookie_name)
     if token is not None:
         return token
-    cookies = environ.get("HTTP_COOKIE")
-    if cookies and cookie_name in cookies:
-        try:
-            morsel = SimpleCookie(cookies).get(cookie_name)
-        except CookieError:
-            morsel = None
-        if morsel is not None and morsel.value:
-            return morsel.value
     query: str = environ.get("QUERY_STRING", "")
     if QUERY_PARAM in query:
         for name, value in parse_qsl(query, keep_blank_values=True):

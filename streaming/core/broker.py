@@ -27,7 +27,7 @@ class Broker(Protocol):
 
     def stop(self) -> None: ...
 
-    def publish(self, topic: str, event: str, data: str, private: bool = False) -> Event:
+    def publish(self, topic: str, event: str, data: str, private: bool = False, owner: str | None = None) -> Event:
         """Assign an id, record in history, deliver to local clients. Thread-safe."""
         ...
 
@@ -80,9 +80,9 @@ class MemoryBroker:
     def attach_peers(self, peers: Any) -> None:
         pass  # one process: nobody else to wait for
 
-    def publish(self, topic: str, event: str, data: str, private: bool = False) -> Event:
+    def publish(self, topic: str, event: str, data: str, private: bool = False, owner: str | None = None) -> Event:
         with self._lock:
-            ev = Event.create(format_id(self._ids.next()), topic, event, data, private)
+            ev = Event.create(format_id(self._ids.next()), topic, event, data, private, owner)
             if self._store is not None:
                 self._store.append(ev)
             self.history.append(ev)

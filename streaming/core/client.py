@@ -59,14 +59,20 @@ class Client:
         """Whether this stream may get ``event``, its topic filter aside.
 
         The one visibility rule, for the fan-out, replay and heals alike: a
-        public event, anyone; a private one, a grant whose ``subscribe``
-        patterns match its topic, an admin grant, or the operator
-        (``OPERATOR`` is an admin grant). Anonymous streams never.
+        public event, anyone; an owned one (a job's), its owner; any other
+        private one, a grant whose ``subscribe`` patterns match its topic;
+        every private event, an admin grant or the operator (``OPERATOR`` is
+        an admin grant). Anonymous streams never get a private event.
         """
         if not event.private:
             return True
         grant = self.grant
-        return grant is not None and (grant.admin or grant.may_subscribe(event.topic))
+        if grant is None:
+            return False
+        if grant.admin:
+            return True
+        owner = event.owner
+        return grant.sub == owner if owner is not None else grant.may_subscribe(event.topic)
 
     def stop_watching(self) -> None:
         """End the hang-up watch (idempotent). The watch refers back to the

@@ -119,7 +119,10 @@ class Event:
     ``key`` is the id as ``(milliseconds, sequence)``, so the hot path compares
     tuples instead of parsing strings. ``private``: only readers whose token
     may subscribe to ``topic`` (and admins, and the operator) get it
-    (``Client.may_read``); it never changes the bytes on the wire.
+    (``Client.may_read``). ``owner``: the event belongs to that user (a job's
+    owner, its ``sub``): only that user's readers, admins and the operator
+    get it, whatever their patterns; an owned event is always private.
+    Neither changes the bytes on the wire.
     """
 
     id: str
@@ -132,9 +135,12 @@ class Event:
     # gunicorn (streaming/core/writer.py); built once per event like ``wire``.
     chunk: bytes = field(repr=False, default=b"")
     private: bool = False
+    owner: str | None = None
 
     @classmethod
-    def create(cls, id: str, topic: str, event: str, data: str, private: bool = False) -> Event:
+    def create(
+        cls, id: str, topic: str, event: str, data: str, private: bool = False, owner: str | None = None
+    ) -> Event:
         from streaming.core.ids import parse_id
 
         key = parse_id(id)
@@ -142,4 +148,7 @@ class Event:
             raise ValueError(f"malformed event id {id!r}")
         wire = encode(id=id, event=event, data=data)
         chunk = b"%X\r\n%s\r\n" % (len(wire), wire)
-        return cls(id=id, topic=topic, event=event, data=data, key=key, wire=wire, chunk=chunk, private=private)
+        private = private or owner is not None
+        return cls(
+            id=id, topic=topic, event=event, data=data, key=key, wire=wire, chunk=chunk, private=private, owner=owner
+        )

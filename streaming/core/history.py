@@ -28,6 +28,9 @@ from streaming.core.topics import TopicFilter
 EXPIRED = "expired"
 UNKNOWN = "unknown"
 
+# Columns added to ``stream_events`` after its first release, for older files.
+_ADDED_COLUMNS = (("private", "INTEGER NOT NULL DEFAULT 0"), ("owner", "TEXT"))
+
 # Whether a reader may get an event (``Client.may_read``); asked of private events only.
 Reader = Callable[[Event], bool]
 
@@ -107,37 +110,39 @@ class SqliteHistory:
         self._db.execute(
             "CREATE TABLE IF NOT EXISTS stream_events (ms INTEGER NOT NULL, seq INTEGER NOT NULL,"
             " topic TEXT NOT NULL, event TEXT NOT NULL, data TEXT NOT NULL,"
-            " private INTEGER NOT NULL DEFAULT 0, PRIMARY KEY (ms, seq)) WITHOUT ROWID"
+            " private INTEGER NOT NULL DEFAULT 0, owner TEXT, PRIMARY KEY (ms, seq)) WITHOUT ROWID"
         )
-        self._add_private_column()
+        self._add_columns()
         self._db.execute("CREATE TABLE IF NOT EXISTS stream_meta (name TEXT PRIMARY KEY, value TEXT NOT NULL)")
         self._appended = 0
 
-    def _add_private_column(self) -> None:
-        """A file made before private events has no ``private`` column: add
-        it (every old row public). Two processes opening the same old file
-        may race here; the loser's "duplicate column" is the same outcome."""
+    def _add_columns(self) -> None:
+        """A file made before private events (or job owners) lacks their
+        columns: add them (every old row public and unowned). Two processes
+        opening the same old file may race here; the loser's "duplicate
+        column" is the same outcome."""
         columns = {row[1] for row in self._db.execute("PRAGMA table_info(stream_events)")}
-        if "private" in columns:
-            return
-        try:
-            self._db.execute("ALTER TABLE stream_events ADD COLUMN private INTEGER NOT NULL DEFAULT 0")
-        except sqlite3.OperationalError as exc:
-            if "duplicate column" not in str(exc):
-                raise
+        for name, declaration in _ADDED_COLUMNS:
+            if name in columns:
+                continue
+            try:
+                self._db.execute(f"ALTER TABLE stream_events ADD COLUMN {name} {declaration}")
+            except sqlite3.OperationalError as exc:
+                if "duplicate column" not in str(exc):
+                    raise
 
     def load(self) -> History:
         with self._lock:
             rows = self._db.execute(
-                "SELECT ms, seq, topic, event, data, private FROM stream_events ORDER BY ms DESC, seq DESC LIMIT ?",
+                "SELECT ms, seq, topic, event, data, private, owner FROM stream_events ORDER BY ms DESC, seq DESC LIMIT ?",
                 (max(self.size, 0),),
             ).fetchall()
             meta = dict(self._db.execute("SELECT name, value FROM stream_meta").fetchall())
         floor: Key = (int(meta.get("floor_ms", 0)), int(meta.get("floor_seq", 0)))
         last = (int(meta.get("last_ms", 0)), int(meta.get("last_seq", 0)))
         events = [
-            Event.create(format_id((ms, seq)), topic, event, data, bool(private))
-            for ms, seq, topic, event, data, private in reversed(rows)
+            Event.create(format_id((ms, seq)), topic, event, data, bool(private), owner)
+            for ms, seq, topic, event, data, private, owner in reversed(rows)
         ]
         if events and events[0].key > floor:
             # Rows older than the window were dropped by an earlier size.
@@ -161,9 +166,9 @@ class SqliteHistory:
         with self._lock:
             if self.size > 0:
                 self._db.execute(
-                    "INSERT OR REPLACE INTO stream_events (ms, seq, topic, event, data, private)"
-                    " VALUES (?, ?, ?, ?, ?, ?)",
-                    (*event.key, event.topic, event.event, event.data, int(event.private)),
+                    "INSERT OR REPLACE INTO stream_events (ms, seq, topic, event, data, private, owner)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    (*event.key, event.topic, event.event, event.data, int(event.private), event.owner),
                 )
                 self._appended += 1
                 if self._appended >= max(1, self.size // 4):

@@ -17,7 +17,7 @@ from typing import Any, Protocol
 
 from server.background import Background
 from server.settings import Settings
-from server.tokens import TokenVerifier
+from server.tokens import Grant, TokenVerifier
 from streaming.core.broker import Broker, MemoryBroker
 from streaming.core.client import Client
 from streaming.core.events import Event, data_text
@@ -47,8 +47,9 @@ class JobView(Protocol):
 
     statuses: tuple[str, ...]  # every job status, for /health
 
-    def snapshot(self, topics: TopicFilter) -> dict[str, Any]:
-        """The ``event: snapshot`` body for a stream with these topics."""
+    def snapshot(self, topics: TopicFilter, reader: Grant | None) -> dict[str, Any]:
+        """The ``event: snapshot`` body for a stream with these topics, of
+        the jobs ``reader`` (the stream's grant, ``None``: anonymous) may see."""
         ...
 
     def counts(self) -> dict[str, int]:
@@ -121,17 +122,22 @@ class StreamingService:
 
     # -- events and what observers hear -------------------------------------
 
-    def publish(self, topic: str, event: str, data: Any, private: bool = False) -> Event:
+    def publish(self, topic: str, event: str, data: Any, private: bool = False, owner: str | None = None) -> Event:
         """Publish one event (no topic or name checks: the callers' job).
 
         ``private`` with ``STREAM_AUTH=off`` is a ``ValueError``: every stream
         is anonymous there, so the event would reach nobody but look private.
+        ``owner`` (a job's owner) makes it readable by that user only (and
+        admins); with ``STREAM_AUTH=off`` readers are not identified and an
+        owned event is public, as every job was before owners.
         """
         if private and self.settings.stream_auth == "off":
             raise ValueError(PRIVATE_NEEDS_AUTH)
+        if self.settings.stream_auth == "off":
+            owner = None
         text = data_text(data)
         started = time.perf_counter()
-        published = self.broker.publish(topic, event, text, private)
+        published = self.broker.publish(topic, event, text, private, owner)
         if self.hooks.get("published"):
             self.hooks.call("published", published, time.perf_counter() - started)
         return published

@@ -1,8 +1,8 @@
 """The Redis Stream broker: one event log for every worker and every host.
 
 * ``publish`` is ``XADD jobstream:events MAXLEN ~ N * topic .. event .. data ..``
-  (and ``p 1`` for a private event; a missing ``p`` is public, as in entries
-  written before private events);
+  (and ``p 1`` for a private event, ``o <sub>`` for an owned one; a missing
+  ``p`` is public, as in entries written before private events);
   Redis assigns the entry id and that id is the SSE ``id`` (``streaming.core.ids``
   follows the same ``<ms>-<seq>`` rule). Publishing does not fan out: every
   worker, the publisher's included, gets the event from its reader, so all of
@@ -62,6 +62,7 @@ log = logging.getLogger("jobstream.redis")
 
 STREAM_KEY = "jobstream:events"
 PRIVATE_FIELD = "p"  # "1" on a private event's entry, absent otherwise
+OWNER_FIELD = "o"  # the owner's ``sub`` on an owned event's entry (a job's), absent otherwise
 SOCKET_TIMEOUT_SECONDS = 1.0
 # XREAD BLOCK must return well inside the socket timeout, and bounds how long
 # ``stop`` waits for the reader.
@@ -121,15 +122,17 @@ class RedisPublisher:
                     self._client = connect(self.url)
         return self._client
 
-    def publish(self, topic: str, event: str, data: str, private: bool = False) -> Event:
+    def publish(self, topic: str, event: str, data: str, private: bool = False, owner: str | None = None) -> Event:
         fields = {"topic": topic, "event": event, "data": data}
-        if private:
+        if private or owner is not None:
             fields[PRIVATE_FIELD] = "1"
+        if owner is not None:
+            fields[OWNER_FIELD] = owner
         try:
             entry_id = self.redis.xadd(self.key, fields, maxlen=self.maxlen, approximate=True)  # type: ignore[arg-type]
         except redis.RedisError as exc:
             raise BrokerUnavailable(f"redis: {exc}") from exc
-        return Event.create(str(entry_id), topic, event, data, private)
+        return Event.create(str(entry_id), topic, event, data, private, owner)
 
     def close(self) -> None:
         if self._client is not None:
@@ -188,7 +191,7 @@ class RedisBroker(RedisPublisher):
 
     # -- Broker -----------------------------------------------------------------
 
-    def publish(self, topic: str, event: str, data: str, private: bool = False) -> Event:
+    def publish(self, topic: str, event: str, data: str, private: bool = False, owner: str | None = None) -> Event:
         """Add the event, then wait until the readers delivered it.
 
         The wait is the back-pressure of the embedded mode's synchronous
@@ -201,7 +204,7 @@ class RedisBroker(RedisPublisher):
         """
         if not self._up:
             raise BrokerUnavailable("redis unreachable")
-        published = super().publish(topic, event, data, private)
+        published = super().publish(topic, event, data, private, owner)
         if self._reader.running:
             deadline = time.monotonic() + DELIVERY_WAIT_SECONDS
             with self._delivered:
@@ -354,6 +357,7 @@ def _event(entry_id: str, fields: dict[str, str]) -> Event | None:
             fields.get("event", "message"),
             fields.get("data", ""),
             fields.get(PRIVATE_FIELD) == "1",
+            fields.get(OWNER_FIELD),
         )
     except (KeyError, ValueError):
         log.warning("skipping a malformed stream entry", extra={"event": "bad_entry", "id": entry_id})

@@ -4,7 +4,7 @@ The Flask view and the fast path (``streaming.transport.fastpath``) both
 build their client here and both start its stream here, so a stream is the
 same whichever path served it. Who may read what (``STREAM_AUTH``, the
 request's token) is decided here too, for both: ``stream_grant`` and
-``readable`` raise ``StreamDenied``, which only the view words.
+``readable`` raise ``server.readers.ReadDenied``, which only the view words.
 """
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ from collections.abc import Generator
 from typing import Any
 from urllib.parse import parse_qsl
 
-from server.auth import token_matches
-from server.tokens import OPERATOR, Grant, TokenError, read_token
+from server.readers import SCOPE, ReadDenied, reader_grant
+from server.tokens import OPERATOR, Grant
 from streaming.core.client import Client
 from streaming.core.reasons import CloseReason
 from streaming.core.topics import TopicFilter
@@ -29,38 +29,11 @@ from streaming.transport.stream import StreamOptions, open_stream
 log = logging.getLogger("jobstream.streaming")
 
 MAX_USER_AGENT = 300
-CHALLENGE = 'Bearer realm="jobstream"'
-
-
-class StreamDenied(Exception):
-    """A stream refused before it opens: ``401`` (no token, or a bad one) or
-    ``403`` (the token reads none of the requested topics)."""
-
-    def __init__(self, status: int, message: str, challenge: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
-        self.challenge = challenge
 
 
 def stream_grant(svc: StreamingService, environ: dict[str, Any]) -> Grant | None:
-    """The grant of the request's token under ``STREAM_AUTH``; ``None``: anonymous;
-    ``OPERATOR`` for ``API_TOKEN``, the operator's key, which reads everything
-    (private events included)."""
-    settings = svc.settings
-    if settings.stream_auth == "off" or svc.verifier is None:
-        return None  # tokens are not even read
-    token = read_token(environ, settings.jwt_cookie)
-    if token is None:
-        if settings.stream_auth == "required":
-            raise StreamDenied(401, "missing token", CHALLENGE)
-        return None
-    if settings.api_token and token_matches(f"Bearer {token}", settings.api_token.encode()):
-        return OPERATOR
-    try:
-        return svc.verifier.verify(token)
-    except TokenError as exc:
-        raise StreamDenied(401, str(exc), f'{CHALLENGE}, error="invalid_token"') from None
+    """The grant of the request's token under ``STREAM_AUTH`` (``server.readers``)."""
+    return reader_grant(svc.settings, svc.verifier, environ)
 
 
 def readable(grant: Grant | None, topics: TopicFilter) -> TopicFilter:
@@ -69,7 +42,7 @@ def readable(grant: Grant | None, topics: TopicFilter) -> TopicFilter:
         return topics
     narrowed = grant.narrow(topics)
     if narrowed is None:
-        raise StreamDenied(403, "token grants none of the requested topics", f'{CHALLENGE}, error="insufficient_scope"')
+        raise ReadDenied(403, "token grants none of the requested topics", SCOPE)
     return narrowed
 
 
@@ -154,7 +127,7 @@ def _options(svc: StreamingService) -> tuple[StreamOptions, StreamOptions]:
         base = StreamOptions(
             retry_ms=svc.settings.retry_ms,
             clock=svc.clock,
-            snapshot=(lambda c: jobs.snapshot(c.topics)) if jobs is not None else None,
+            snapshot=(lambda c: jobs.snapshot(c.topics, c.grant)) if jobs is not None else None,
             on_replay=svc.replayed,
             on_reset=svc.reset,
         )

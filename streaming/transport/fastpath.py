@@ -28,10 +28,10 @@ from __future__ import annotations
 from collections.abc import Callable, Generator, Iterable
 from typing import Any
 
+from server.readers import ReadDenied
 from streaming.core.topics import TopicFilter
 from streaming.ops.service import StreamingService
 from streaming.transport.connect import (
-    StreamDenied,
     begin_stream,
     last_event_id,
     new_client,
@@ -74,7 +74,7 @@ class StreamFastPath:
             grant = stream_grant(svc, environ)
             args = query_pairs(environ)
             topics = readable(grant, TopicFilter([value for key, value in args if key == "topic"]))
-        except (ValueError, StreamDenied):
+        except (ValueError, ReadDenied):
             return self.app(environ, start_response)  # the view words the 400, 401 or 403
         if not svc.started:
             svc.start()  # outside gunicorn there is no post_worker_init

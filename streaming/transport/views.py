@@ -18,6 +18,7 @@ from flask import Blueprint, Flask, Response, current_app, jsonify, request
 from server import admin
 from server.auth import request_grant
 from server.errors import UNAVAILABLE_RETRY_SECONDS, error_response, fail, read_json_object, reject_unknown_fields
+from server.readers import ReadDenied
 from streaming import EXTENSION
 from streaming.core.broker import BrokerUnavailable
 from streaming.core.events import check_data, check_event_name, encode, encode_comment, encode_retry
@@ -26,7 +27,6 @@ from streaming.core.topics import TopicFilter, check_topic
 from streaming.ops import metrics
 from streaming.ops.service import ShuttingDown, StreamingService
 from streaming.transport.connect import (
-    StreamDenied,
     begin_stream,
     forget,
     last_event_id,
@@ -91,7 +91,7 @@ def stream() -> Response:
             topics = readable(grant, TopicFilter([value for key, value in args if key == "topic"]))
         except ValueError as exc:
             fail(400, str(exc))
-    except StreamDenied as denied:
+    except ReadDenied as denied:
         # Before any stream opens (fast path or not): a browser's EventSource
         # gives up on a non-200, which is what a missing or bad token deserves.
         log.info(

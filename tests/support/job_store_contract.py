@@ -16,7 +16,7 @@ import pytest
 
 from jobs.owners import Owner
 from jobs.states import InvalidTransition, Status
-from jobs.store import InvalidCursor, JobNotFound, JobStore, Selection
+from jobs.store import EVERYONE, InvalidCursor, JobNotFound, JobStore, Selection, Viewer
 from tests.support.claims import claim_concurrently
 
 MakeStore = Callable[..., JobStore]
@@ -127,6 +127,37 @@ class JobStoreContract:
         found = store.newest(Selection(id_prefixes=[target[:6]]))
         assert target in [j.id for j in found] and all(j.id.startswith(target[:6]) for j in found)
         assert store.newest(Selection()) == []
+
+    def test_owners_are_kept_and_each_viewer_pages_only_what_it_sees(self, store: JobStore) -> None:
+        made = [
+            store.create("sleep", str(i), {}, owner) for i, owner in enumerate(["a", "b", "-", "a", "b", "-", "a", "b"])
+        ]
+        owner_of = {job.id: job.owner for job in made}
+        assert [job.owner for job in made[:3]] == ["a", "b", "-"] and store.get(made[0].id).owner == "a"  # type: ignore[union-attr]
+        unowned = store.create("sleep", "nobody's", {})
+        assert unowned.owner is None and unowned.to_json()["owner"] is None
+        store.request_cancel(made[3].id)  # a's, cancelled
+
+        def pages(viewer: Viewer, status: Status | None = None) -> list[str]:
+            seen, cursor = [], None
+            while True:
+                page = store.page(status, limit=2, cursor=cursor, viewer=viewer)
+                seen += [j.id for j in page.jobs]
+                if (cursor := page.next_cursor) is None:
+                    return seen
+
+        newest_first = [j.id for j in [*made, unowned][::-1]]
+        for viewer in (EVERYONE, Viewer(everything=False, sub="a"), Viewer(everything=False, sub=None)):
+            expected = [i for i in newest_first if owner_of.get(i) in (None, viewer.sub) or viewer.everything]
+            assert pages(viewer) == expected
+            assert [j.id for j in store.newest(Selection(everything=True), viewer=viewer)] == expected
+            picked = store.newest(Selection(ids=[made[0].id, made[1].id, unowned.id]), viewer=viewer)
+            assert [j.id for j in picked] == [i for i in expected if i in (made[0].id, made[1].id, unowned.id)]
+        assert pages(Viewer(everything=False, sub="a"), Status.CANCELLED) == [made[3].id]
+        assert pages(Viewer(everything=False, sub="b"), Status.CANCELLED) == []
+        withdrawn = store.create("sleep", "gone", {}, "a")
+        assert store.withdraw(withdrawn.id)
+        assert withdrawn.id not in pages(Viewer(everything=False, sub="a"))
 
     def test_counts_follow_every_status_change_and_withdraw(self, store: JobStore) -> None:
         a, b, c = (store.create("sleep", n, {}) for n in "abc")

@@ -17,21 +17,14 @@ import pytest
 from flask import Flask
 from werkzeug.test import EnvironBuilder, run_wsgi_app
 
-from app import create_app
-from server.settings import Settings
-from streaming.ops.service import StreamingService
 from streaming.transport.fastpath import StreamFastPath
+from tests.support.apps import app_in
 
 Result = tuple[str, dict[str, str], bytes]
 
 
 def _make(tmp_path: Path, **settings: Any) -> Iterator[Flask]:
-    app = create_app(Settings(jobs_db=str(tmp_path / "jobs.db"), history_size=10, **settings))
-    yield app
-    service: StreamingService = app.extensions["jobstream"]
-    if service.started:
-        service.shutdown(drain_seconds=0)
-    service.close()
+    yield from app_in(tmp_path, history_size=10, **settings)
 
 
 @pytest.fixture

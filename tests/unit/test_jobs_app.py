@@ -40,7 +40,7 @@ def test_init_app_wires_hooks_but_starts_nothing(app: Flask) -> None:
 def test_broker_outage_refuses_the_job_with_503(app: Flask, monkeypatch: pytest.MonkeyPatch) -> None:
     service: StreamingService = app.extensions["jobstream"]
 
-    def down(topic: str, event: str, data: object) -> Event:
+    def down(topic: str, event: str, data: object, owner: str | None = None) -> Event:
         raise BrokerUnavailable("redis is down")
 
     monkeypatch.setattr(service, "publish", down)

@@ -47,7 +47,7 @@ def test_rfc3339_is_utc_with_milliseconds() -> None:
 def test_job_json_has_exactly_the_documented_fields_in_order() -> None:
     job = Job("abc", "sleep", "nap", {"seconds": 1}, Status.PENDING, 0.0, None, None, None, 5, None, None, 5, 1)
     assert list(job.to_json()) == [
-        "id", "type", "name", "params", "status", "progress", "message", "result", "error",
+        "id", "type", "name", "owner", "params", "status", "progress", "message", "result", "error",
         "created_at", "started_at", "finished_at", "updated_at", "version",
     ]  # fmt: skip
     assert job.to_json()["status"] == "pending" and job.topic == "jobs/abc"

@@ -8,13 +8,12 @@ import queue
 import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from flask import Flask
 
 import streaming
-from app import create_app
-from server.settings import Settings
 from server.tokens import OPERATOR, Grant
 from streaming.core.broker import MemoryBroker
 from streaming.core.client import Client
@@ -24,7 +23,8 @@ from streaming.core.ids import format_id
 from streaming.core.registry import Registry
 from streaming.core.topics import TopicFilter
 from streaming.core.writer import StreamWriter
-from streaming.ops.service import PRIVATE_NEEDS_AUTH, StreamingService
+from streaming.ops.service import PRIVATE_NEEDS_AUTH
+from tests.support.apps import app_in
 from tests.support.tokens import SECRET
 
 ALL = TopicFilter()
@@ -153,13 +153,8 @@ def test_memory_broker_replays_private_events_only_to_allowed_readers() -> None:
 # -- POST /events and broadcast ---------------------------------------------------
 
 
-def _app(tmp_path: Path, **settings: object) -> Iterator[Flask]:
-    application = create_app(Settings(jobs_db=str(tmp_path / "jobs.db"), **settings))  # type: ignore[arg-type]
-    yield application
-    service: StreamingService = application.extensions["jobstream"]
-    if service.started:
-        service.shutdown(drain_seconds=0)
-    service.close()
+def _app(tmp_path: Path, **settings: Any) -> Iterator[Flask]:
+    yield from app_in(tmp_path, **settings)
 
 
 @pytest.fixture

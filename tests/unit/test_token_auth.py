@@ -11,33 +11,27 @@ import queue
 from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
+from typing import Any
 
 import pytest
 from flask import Flask
 
-from app import create_app
 from server.logformat import REDACTED, SECRET_PARAMS, GunicornLogger, redact_query
-from server.settings import Settings
 from server.tokens import QUERY_PARAM, Grant, TokenVerifier
 from streaming.core.client import Client
 from streaming.core.reasons import CloseReason
 from streaming.core.registry import Registry
 from streaming.core.topics import TopicFilter
 from streaming.core.writer import WAKE, StreamWriter
-from streaming.ops.service import StreamingService
+from tests.support.apps import app_in
 from tests.support.tokens import SECRET, mint
 
 ROOT = Path(__file__).resolve().parents[2]
 API_TOKEN = "operator-key"
 
 
-def _app(tmp_path: Path, **settings: object) -> Iterator[Flask]:
-    application = create_app(Settings(jobs_db=str(tmp_path / "jobs.db"), history_size=0, **settings))  # type: ignore[arg-type]
-    yield application
-    service: StreamingService = application.extensions["jobstream"]
-    if service.started:
-        service.shutdown(drain_seconds=0)
-    service.close()
+def _app(tmp_path: Path, **settings: Any) -> Iterator[Flask]:
+    yield from app_in(tmp_path, history_size=0, **settings)
 
 
 @pytest.fixture
@@ -70,18 +64,19 @@ def test_a_bad_jwt_on_a_write_is_401_naming_why(app: Flask) -> None:
     assert http.post("/events", json={"topic": "t", "data": 1}).json == {"error": "missing bearer token"}
 
 
-def test_a_cookie_token_is_not_taken_for_a_write(app: Flask) -> None:
+def test_a_cookie_token_writes_only_from_a_script(app: Flask) -> None:
     http = app.test_client()
     http.set_cookie("jobstream_token", mint(publish=["*"]))
-    assert http.post("/events", json={"topic": "t", "data": 1}).status_code == 401
-
-
-def test_any_valid_jwt_may_create_and_cancel_jobs_for_now(app: Flask) -> None:
-    http = app.test_client()
-    created = http.post("/jobs", json={"type": "sleep", "params": {"seconds": 0}}, headers=_bearer(mint()))
-    assert created.status_code == 201, created.json
-    cancel = http.post(f"/jobs/{created.json['id']}/cancel", json={}, headers=_bearer(mint()))  # type: ignore[index]
-    assert cancel.status_code in (200, 202, 409), cancel.json
+    # What a <form> on another site can send carries the cookie but not the token's rights.
+    form = http.post("/events", data="topic=t&data=1", content_type="application/x-www-form-urlencoded")
+    assert form.status_code == 401 and form.json == {"error": "missing bearer token"}
+    assert http.post("/events", data='{"topic": "t"}', content_type="text/plain").status_code == 401
+    # A JSON body or X-Requested-With needs a CORS preflight cross-site: a same-origin script's.
+    assert http.post("/events", json={"topic": "t", "data": 1}).status_code == 202
+    created = http.post("/jobs", json={"type": "sleep", "params": {"seconds": 60}})
+    assert created.status_code == 201
+    cancel = http.post(f"/jobs/{created.json['id']}/cancel", headers={"X-Requested-With": "fetch"})  # type: ignore[index]
+    assert cancel.status_code == 200, cancel.json
 
 
 def test_admin_takes_the_api_token_or_an_admin_jwt(app: Flask) -> None:
