@@ -173,8 +173,38 @@ setTimeout(() => {
 js.subscribe("jobs/*", render);
 js.on("snapshot", ({ jobs }) => replaceAll(jobs));
 
+// -- who is signed in ------------------------------------------------------
+// The page's origin signs users in by setting the jobstream_token cookie;
+// /me reads it as /stream does. Asked again at each (re)connection: the
+// web app may have signed someone else in, or renewed the token.
+
+async function showWho() {
+  const el = $("#who");
+  let me;
+  try {
+    const response = await fetch("/me", { headers: { Accept: "application/json" } });
+    me = response.ok ? await response.json() : { signed_in: false, refused: response.status };
+  } catch {
+    return; // offline: the connection state says so
+  }
+  if (me.stream_auth === "off") {
+    el.hidden = true; // every reader sees everything: nobody to name
+    return;
+  }
+  el.hidden = false;
+  el.dataset.signedIn = String(Boolean(me.signed_in));
+  if (me.signed_in) {
+    el.textContent = me.sub ? `Signed in as ${me.sub}${me.admin ? " (admin)" : ""}` : "Signed in with the operator key";
+  } else {
+    el.textContent = me.refused === 401 ? "Sign-in expired or invalid: sign in again" : "Not signed in: public jobs only";
+  }
+}
+
+showWho();
+
 let countdown = null;
 js.onStatus((status) => {
+  if (status.state === "live") showWho();
   const conn = $("#conn");
   conn.dataset.state = status.state;
   conn.dataset.mode = status.mode || "";

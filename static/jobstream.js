@@ -43,6 +43,7 @@ const DEFAULTS = Object.freeze({
   backoffBaseMs: 1000,
   backoffMaxMs: 30000,
   stableMs: 5000, // a connection open this long resets the backoff
+  withCredentials: false, // send cookies to a stream on another origin (CORS, STREAM_ALLOWED_ORIGINS)
 });
 
 /** Open (or join) the shared stream. Returns a Jobstream. */
@@ -194,7 +195,7 @@ export class Hub {
     const url = new URL(this.options.url, globalThis.location?.href);
     for (const topic of this.options.topics) url.searchParams.append("topic", topic);
     if (this.lastEventId) url.searchParams.set("last_event_id", this.lastEventId);
-    const es = new EventSource(url.href);
+    const es = new EventSource(url.href, { withCredentials: Boolean(this.options.withCredentials) });
     this.es = es;
     es.onopen = () => {
       if (es !== this.es) return;
