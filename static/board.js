@@ -175,8 +175,9 @@ js.on("snapshot", ({ jobs }) => replaceAll(jobs));
 
 // -- who is signed in ------------------------------------------------------
 // The page's origin signs users in by setting the jobstream_token cookie;
-// /me reads it as /stream does. Asked again at each (re)connection: the
-// web app may have signed someone else in, or renewed the token.
+// /me reads it as /stream does. Asked again at each (re)connection and
+// refusal: the web app may have signed someone else in, renewed the token,
+// or let it expire.
 
 async function showWho() {
   const el = $("#who");
@@ -204,7 +205,8 @@ showWho();
 
 let countdown = null;
 js.onStatus((status) => {
-  if (status.state === "live") showWho();
+  // "busy" includes a 401 (EventSource hides the status): /me tells an expired sign-in.
+  if (status.state === "live" || status.state === "busy") showWho();
   const conn = $("#conn");
   conn.dataset.state = status.state;
   conn.dataset.mode = status.mode || "";
