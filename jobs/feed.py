@@ -16,7 +16,7 @@ from typing import Any
 
 from jobs.store import EVERYONE, MAX_PAGE, JobStore, Selection, Viewer
 from server.background import Background
-from streaming import StreamingService, TopicFilter
+from streaming import Delivery, StreamingService, TopicFilter
 
 log = logging.getLogger("jobstream.jobs")
 
@@ -30,13 +30,23 @@ def topic_of(job_id: str) -> str:
 
 
 def publisher(service: StreamingService) -> Callable[[dict[str, Any]], None]:
-    """``announce(job_json)``: ``event: job`` on ``jobs/<id>``, private to the
-    job's owner when it has one. Raises ``BrokerUnavailable``."""
+    """``announce(job_json)``: ``event: job`` on ``jobs/<id>`` (``delivery_of``). Raises ``BrokerUnavailable``."""
 
     def announce(job: dict[str, Any]) -> None:
-        service.publish(topic_of(job["id"]), EVENT, job, owner=job.get("owner"))
+        service.publish(topic_of(job["id"]), EVENT, job, delivery_of(job))
 
     return announce
+
+
+def delivery_of(job: dict[str, Any], owners: bool = True) -> Delivery:
+    """How a job change is delivered: private to the job's owner (when
+    ``owners``: readers are identified), and low priority, conflated by job
+    id, when it is a progress report. Every state change is high priority:
+    created (version 1), started (the claim, version 2), and the end states.
+    Progress is what comes between: ``in_progress`` after the claim."""
+    progress = job["status"] == "in_progress" and job["version"] > 2
+    owner = job.get("owner") if owners else None
+    return Delivery(owner=owner, low=progress, conflate=job["id"] if progress else None)
 
 
 def selection_for(topics: TopicFilter) -> Selection:

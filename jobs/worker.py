@@ -70,7 +70,7 @@ def _announcer(settings: Settings) -> Callable[[dict[str, Any]], None]:
     we publish them to the shared event stream ourselves (there is no feed)."""
     if not settings.redis_url:
         return lambda job: None
-    from jobs.feed import EVENT, topic_of
+    from jobs.feed import EVENT, delivery_of, topic_of
     from streaming import RedisPublisher, data_text
 
     stream = RedisPublisher(settings.redis_url, settings.history_size)
@@ -80,7 +80,7 @@ def _announcer(settings: Settings) -> Callable[[dict[str, Any]], None]:
     owners = settings.stream_auth != "off"
 
     def announce(job: dict[str, Any]) -> None:
-        stream.publish(topic_of(job["id"]), EVENT, data_text(job), owner=job.get("owner") if owners else None)
+        stream.publish(topic_of(job["id"]), EVENT, data_text(job), delivery_of(job, owners))
 
     return announce
 

@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     from flask import Flask
 
     from streaming.core.broker import BrokerUnavailable
-    from streaming.core.events import Event, check_text, data_text
+    from streaming.core.events import Delivery, Event, check_text, data_text
     from streaming.core.reasons import CloseReason, RefusalReason
     from streaming.core.topics import TopicFilter
     from streaming.ops.metrics import Metrics, metrics_of
@@ -41,6 +41,7 @@ if TYPE_CHECKING:
 __all__ = [
     "BrokerUnavailable",
     "CloseReason",
+    "Delivery",
     "Event",
     "JobView",
     "Metrics",
@@ -62,6 +63,7 @@ __all__ = [
 _LAZY = {
     "BrokerUnavailable": ("streaming.core.broker", "BrokerUnavailable"),
     "CloseReason": ("streaming.core.reasons", "CloseReason"),
+    "Delivery": ("streaming.core.events", "Delivery"),
     "Event": ("streaming.core.events", "Event"),
     "Observer": ("streaming.ops.observers", "Observer"),
     "RedisPublisher": ("streaming.scaleout.redis_broker", "RedisPublisher"),
@@ -102,7 +104,15 @@ def service_of(app: Flask | None = None) -> StreamingService:
     return svc
 
 
-def broadcast(topic: str, data: Any, event: str = "message", app: Flask | None = None, private: bool = False) -> str:
+def broadcast(
+    topic: str,
+    data: Any,
+    event: str = "message",
+    app: Flask | None = None,
+    private: bool = False,
+    priority: str | None = None,
+    key: str | None = None,
+) -> str:
     """Publish one event from Python code inside a worker; returns its id.
 
     The same path as ``POST /events`` (history, fan-out, Redis when set), so
@@ -111,15 +121,15 @@ def broadcast(topic: str, data: Any, event: str = "message", app: Flask | None =
     the field otherwise, and ``BrokerUnavailable`` when Redis is down.
     ``private``: only streams whose token may subscribe to ``topic``, admin
     tokens and the operator get it; a ``ValueError`` with ``STREAM_AUTH=off``.
+    ``priority="low"`` with a ``key``: a full client buffer keeps only the
+    newest low event of that key (docs/delivery.md, priorities).
     """
-    from streaming.core.events import check_event_name
+    from streaming.core.events import check_delivery, check_event_name
     from streaming.core.topics import check_topic
 
     check_topic(topic)
     check_event_name(event)
-    if not isinstance(private, bool):
-        raise ValueError("private must be true or false")
-    return service_of(app).publish(topic, event, data, private).id
+    return service_of(app).publish(topic, event, data, check_delivery(private, priority, key)).id
 
 
 def get_connection_stats(app: Flask | None = None) -> dict[str, Any]:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import threading
 from typing import Any, Protocol
 
-from streaming.core.events import Event
+from streaming.core.events import PUBLIC, Delivery, Event
 from streaming.core.history import History, Reader, SqliteHistory
 from streaming.core.ids import IdGenerator, Key, format_id
 from streaming.core.registry import Registry
@@ -27,7 +27,7 @@ class Broker(Protocol):
 
     def stop(self) -> None: ...
 
-    def publish(self, topic: str, event: str, data: str, private: bool = False, owner: str | None = None) -> Event:
+    def publish(self, topic: str, event: str, data: str, delivery: Delivery = PUBLIC) -> Event:
         """Assign an id, record in history, deliver to local clients. Thread-safe."""
         ...
 
@@ -80,9 +80,9 @@ class MemoryBroker:
     def attach_peers(self, peers: Any) -> None:
         pass  # one process: nobody else to wait for
 
-    def publish(self, topic: str, event: str, data: str, private: bool = False, owner: str | None = None) -> Event:
+    def publish(self, topic: str, event: str, data: str, delivery: Delivery = PUBLIC) -> Event:
         with self._lock:
-            ev = Event.create(format_id(self._ids.next()), topic, event, data, private, owner)
+            ev = Event.create(format_id(self._ids.next()), topic, event, data, delivery)
             if self._store is not None:
                 self._store.append(ev)
             self.history.append(ev)

@@ -113,6 +113,45 @@ def _check_single_line(name: str, value: str) -> None:
 
 
 @dataclass(frozen=True, slots=True)
+class Delivery:
+    """Who may read an event and how urgent it is (``Event``'s fields of
+    the same names); what a publisher says beside topic, name and data."""
+
+    private: bool = False
+    owner: str | None = None
+    low: bool = False
+    conflate: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.conflate is not None and not self.low:
+            raise ValueError("a conflation key needs low priority")
+
+
+PUBLIC = Delivery()
+PRIORITIES = ("high", "low")
+MAX_CONFLATION_KEY = 200
+
+
+def check_delivery(private: Any = False, priority: Any = None, key: Any = None) -> Delivery:
+    """A publisher's ``private``, ``priority`` and ``key`` as a ``Delivery``;
+    ``ValueError`` naming the field that is wrong. No ``priority``: high, or
+    low when a ``key`` is given (a key is only for low events)."""
+    if not isinstance(private, bool):
+        raise ValueError("private must be true or false (a JSON boolean)")
+    if priority is None:
+        priority = "low" if key is not None else "high"
+    if priority not in PRIORITIES:
+        raise ValueError(f"priority must be 'high' or 'low', got {priority!r}")
+    if key is not None:
+        if priority != "low":
+            raise ValueError("key (a conflation key) needs priority 'low'")
+        if not isinstance(key, str) or not key or len(key) > MAX_CONFLATION_KEY:
+            raise ValueError(f"key must be a non-empty string of at most {MAX_CONFLATION_KEY} characters")
+        check_text("key", key)
+    return Delivery(private=private, low=priority == "low", conflate=key)
+
+
+@dataclass(frozen=True, slots=True)
 class Event:
     """One published event, encoded once and shared by every client queue.
 
@@ -122,7 +161,9 @@ class Event:
     (``Client.may_read``). ``owner``: the event belongs to that user (a job's
     owner, its ``sub``): only that user's readers, admins and the operator
     get it, whatever their patterns; an owned event is always private.
-    Neither changes the bytes on the wire.
+    ``low``: low priority (a job's progress); with ``conflate`` (its key, the
+    job id) a full buffer keeps only the newest low event per key
+    (``StreamWriter.offer``). None of these changes the bytes on the wire.
     """
 
     id: str
@@ -136,11 +177,11 @@ class Event:
     chunk: bytes = field(repr=False, default=b"")
     private: bool = False
     owner: str | None = None
+    low: bool = False
+    conflate: str | None = None
 
     @classmethod
-    def create(
-        cls, id: str, topic: str, event: str, data: str, private: bool = False, owner: str | None = None
-    ) -> Event:
+    def create(cls, id: str, topic: str, event: str, data: str, delivery: Delivery | None = None) -> Event:
         from streaming.core.ids import parse_id
 
         key = parse_id(id)
@@ -148,7 +189,11 @@ class Event:
             raise ValueError(f"malformed event id {id!r}")
         wire = encode(id=id, event=event, data=data)
         chunk = b"%X\r\n%s\r\n" % (len(wire), wire)
-        private = private or owner is not None
+        d = delivery or PUBLIC
         return cls(
-            id=id, topic=topic, event=event, data=data, key=key, wire=wire, chunk=chunk, private=private, owner=owner
+            id, topic, event, data, key, wire, chunk, d.private or d.owner is not None, d.owner, d.low, d.conflate
         )
+
+    @property
+    def delivery(self) -> Delivery:
+        return Delivery(self.private, self.owner, self.low, self.conflate)

@@ -21,7 +21,7 @@ import sqlite3
 import threading
 from collections.abc import Callable, Iterable
 
-from streaming.core.events import Event
+from streaming.core.events import Delivery, Event
 from streaming.core.ids import Key, format_id
 from streaming.core.topics import TopicFilter
 
@@ -29,7 +29,12 @@ EXPIRED = "expired"
 UNKNOWN = "unknown"
 
 # Columns added to ``stream_events`` after its first release, for older files.
-_ADDED_COLUMNS = (("private", "INTEGER NOT NULL DEFAULT 0"), ("owner", "TEXT"))
+_ADDED_COLUMNS = (
+    ("private", "INTEGER NOT NULL DEFAULT 0"),
+    ("owner", "TEXT"),
+    ("low", "INTEGER NOT NULL DEFAULT 0"),
+    ("conflate", "TEXT"),
+)
 
 # Whether a reader may get an event (``Client.may_read``); asked of private events only.
 Reader = Callable[[Event], bool]
@@ -39,6 +44,10 @@ def visible(events: Iterable[Event], topics: TopicFilter, may_read: Reader | Non
     """``events`` a reader gets: matching ``topics``; private ones only if
     ``may_read`` says so (no reader: none)."""
     return [e for e in events if topics.matches(e.topic) and (not e.private or (may_read is not None and may_read(e)))]
+
+
+def _delivery_columns(event: Event) -> tuple[int, str | None, int, str | None]:
+    return int(event.private), event.owner, int(event.low), event.conflate
 
 
 class ReplayGap(Exception):
@@ -110,7 +119,8 @@ class SqliteHistory:
         self._db.execute(
             "CREATE TABLE IF NOT EXISTS stream_events (ms INTEGER NOT NULL, seq INTEGER NOT NULL,"
             " topic TEXT NOT NULL, event TEXT NOT NULL, data TEXT NOT NULL,"
-            " private INTEGER NOT NULL DEFAULT 0, owner TEXT, PRIMARY KEY (ms, seq)) WITHOUT ROWID"
+            " private INTEGER NOT NULL DEFAULT 0, owner TEXT, low INTEGER NOT NULL DEFAULT 0, conflate TEXT,"
+            " PRIMARY KEY (ms, seq)) WITHOUT ROWID"
         )
         self._add_columns()
         self._db.execute("CREATE TABLE IF NOT EXISTS stream_meta (name TEXT PRIMARY KEY, value TEXT NOT NULL)")
@@ -134,15 +144,15 @@ class SqliteHistory:
     def load(self) -> History:
         with self._lock:
             rows = self._db.execute(
-                "SELECT ms, seq, topic, event, data, private, owner FROM stream_events ORDER BY ms DESC, seq DESC LIMIT ?",
+                "SELECT ms, seq, topic, event, data, private, owner, low, conflate FROM stream_events ORDER BY ms DESC, seq DESC LIMIT ?",
                 (max(self.size, 0),),
             ).fetchall()
             meta = dict(self._db.execute("SELECT name, value FROM stream_meta").fetchall())
         floor: Key = (int(meta.get("floor_ms", 0)), int(meta.get("floor_seq", 0)))
         last = (int(meta.get("last_ms", 0)), int(meta.get("last_seq", 0)))
         events = [
-            Event.create(format_id((ms, seq)), topic, event, data, bool(private), owner)
-            for ms, seq, topic, event, data, private, owner in reversed(rows)
+            Event.create(format_id((ms, seq)), topic, event, data, Delivery(bool(private), owner, bool(low), conflate))
+            for ms, seq, topic, event, data, private, owner, low, conflate in reversed(rows)
         ]
         if events and events[0].key > floor:
             # Rows older than the window were dropped by an earlier size.
@@ -166,9 +176,9 @@ class SqliteHistory:
         with self._lock:
             if self.size > 0:
                 self._db.execute(
-                    "INSERT OR REPLACE INTO stream_events (ms, seq, topic, event, data, private, owner)"
-                    " VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    (*event.key, event.topic, event.event, event.data, int(event.private), event.owner),
+                    "INSERT OR REPLACE INTO stream_events (ms, seq, topic, event, data, private, owner, low, conflate)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (*event.key, event.topic, event.event, event.data, *_delivery_columns(event)),
                 )
                 self._appended += 1
                 if self._appended >= max(1, self.size // 4):

@@ -96,6 +96,7 @@ class Registry:
             0,
         )
         self._retired_events = 0
+        self._retired_conflated = 0
         self.budget = DirectBudget(clock)
         self.dropped = 0  # buffer-full puts; fan-out only (one writer per process)
 
@@ -151,6 +152,7 @@ class Registry:
             self._snapshot = None
             self.closed[reason] = self.closed.get(reason, 0) + 1
             self._retired_events += client.writer.events_sent
+            self._retired_conflated += client.writer.conflated
             if self.admission is not None:
                 self.admission.release(client.remote_addr)
                 self.admission.report(self._counters())
@@ -298,6 +300,7 @@ class Registry:
             # (exported as a counter) would go backwards on the next call.
             clients = tuple(self._clients)
             retired = self._retired_events
+            retired_conflated = self._retired_conflated
             counters = {
                 "accepted": self.accepted,
                 "rejected": sum(self.rejected.values()),
@@ -313,6 +316,7 @@ class Registry:
             "max_connections": self.max_connections,
             "draining": self.draining,
             "dropped": self.dropped,
+            "conflated": retired_conflated + sum(c.writer.conflated for c in clients),
             **counters,
         }
         if instance and self.admission is not None:
@@ -320,6 +324,6 @@ class Registry:
             totals = self.admission.totals(stats)
             stats["active_connections"] = totals["active"]
             stats["workers"] = totals["workers"]
-            for name in ("total_messages", "dropped", "accepted", "rejected", "evicted", "stale"):
+            for name in ("total_messages", "dropped", "conflated", "accepted", "rejected", "evicted", "stale"):
                 stats[name] = totals[name]
         return stats

@@ -29,10 +29,16 @@ chunk (``Event.chunk``) with one non-blocking ``send`` and returns.
 * Within a CPU budget (``DirectBudget``): past it, under overload, events are
   queued and each generator drains them in one write per wake-up.
 
-A full buffer. ``put_nowait`` into a full queue drops the event for this
-stream, flags a ``gap`` (the generator replays it from history before
-anything newer) and records since when the buffer has been full; the
-registry evicts a stream that stays full past ``STREAM_SEND_TIMEOUT``.
+A full buffer. First the buffer is *conflated*: of the queued low-priority
+events with a conflation key (a job's progress, keyed by job id), only the
+newest per key stays, and none of the new event's key if it is one of them,
+since it supersedes them. The rest keep their order, so ids stay
+increasing and high-priority events are never replaced or reordered. If
+that made room, the event is queued (``CONFLATED``). Otherwise it is dropped
+for this stream: a ``gap`` is flagged (the generator replays it from history
+before anything newer) and the writer records since when the buffer has been
+full; the registry evicts a stream that stays full past
+``STREAM_SEND_TIMEOUT``.
 """
 
 from __future__ import annotations
@@ -67,6 +73,7 @@ SKIPPED = -1  # already sent (at or below ``last_key``)
 DROPPED = 0  # buffer full: a gap to heal
 QUEUED = 1
 WRITTEN = 2  # sent to the socket by the fan-out itself
+CONFLATED = 3  # queued into a full buffer after older low events of a key were removed
 
 
 class StreamWriter:
@@ -76,6 +83,7 @@ class StreamWriter:
     # One per open stream: slots keep it small.
     __slots__ = (
         "chunked",
+        "conflated",
         "direct",
         "dropped",
         "events_sent",
@@ -104,6 +112,7 @@ class StreamWriter:
         self.events_sent = 0
         self.full_since: float | None = None  # set while put_nowait finds the buffer full
         self.dropped = 0
+        self.conflated = 0  # queued events removed because a newer one of their key came
         self.gap = False
 
     def enable_direct(self, environ: dict[str, Any]) -> None:
@@ -125,13 +134,40 @@ class StreamWriter:
         try:
             self.queue.put_nowait(event)
         except queue.Full:
+            if self.full_since is None:
+                self.full_since = now  # still full after a conflation: the reader has not read
+            if self._conflate(event):
+                self.queue.put_nowait(event)
+                return CONFLATED
             self.gap = True
             self.dropped += 1
-            if self.full_since is None:
-                self.full_since = now
             return DROPPED
         self.full_since = None
         return QUEUED
+
+    def _conflate(self, event: Event) -> int:
+        """Keep only the newest queued low event per conflation key (none of
+        ``event``'s key when it has one); returns how many were removed. Only
+        on a full buffer: at most ``STREAM_CLIENT_BUFFER`` items, rarely."""
+        superseded = {event.conflate} if event.low and event.conflate is not None else set()
+        q = self.queue
+        with q.mutex:
+            items = q.queue
+            kept: list[Any] = []
+            for item in reversed(items):
+                key = getattr(item, "conflate", None)  # markers (WAKE, KEEPALIVE) have none
+                if key is not None:
+                    if key in superseded:
+                        continue
+                    superseded.add(key)
+                kept.append(item)
+            removed = len(items) - len(kept)
+            if removed:
+                items.clear()
+                items.extend(reversed(kept))
+                q.not_full.notify(removed)
+        self.conflated += removed
+        return removed
 
     def _write_now(self, event: Event, now: float) -> bool:
         data = event.chunk if self.chunked else event.wire

@@ -96,6 +96,11 @@ class Metrics(Observer):
             "Events a full client buffer could not take (healed by replay).",
             registry=reg,
         )
+        self.conflated = Counter(
+            "jobstream_events_conflated",
+            "Queued low-priority events a full buffer replaced with a newer one of their key.",
+            registry=reg,
+        )
         self.replays = Counter("jobstream_replays", "History replays, by trigger.", ["trigger"], registry=reg)
         self.resets = Counter(
             "jobstream_resets", "event: reset sent (replay impossible), by reason.", ["reason"], registry=reg
@@ -118,6 +123,7 @@ class Metrics(Observer):
         self._sync_lock = threading.Lock()
         self._seen_delivered = 0
         self._seen_dropped = 0
+        self._seen_conflated = 0
 
     # -- hooks (each called once per stream, publish, replay or reset) ----
 
@@ -143,7 +149,7 @@ class Metrics(Observer):
         self.resets.labels(_bounded(reason, RESET_REASONS)).inc()
 
     def sync(self, registry: Registry) -> None:
-        """Copy this worker's exact delivered/dropped totals (they only grow).
+        """Copy this worker's exact delivered/dropped/conflated totals (they only grow).
 
         This worker's own, never the instance's: every worker's counter is
         summed across the multiprocess files at scrape time.
@@ -157,6 +163,10 @@ class Metrics(Observer):
             if dropped > self._seen_dropped:
                 self.dropped.inc(dropped - self._seen_dropped)
                 self._seen_dropped = dropped
+            conflated = int(stats["conflated"])
+            if conflated > self._seen_conflated:
+                self.conflated.inc(conflated - self._seen_conflated)
+                self._seen_conflated = conflated
 
 
 class _Syncer(Observer):

@@ -7,6 +7,7 @@ or lazily on the first request outside gunicorn).
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import random
 import threading
@@ -20,7 +21,7 @@ from server.settings import Settings
 from server.tokens import Grant, TokenVerifier
 from streaming.core.broker import Broker, MemoryBroker
 from streaming.core.client import Client
-from streaming.core.events import Event, data_text
+from streaming.core.events import PUBLIC, Delivery, Event, data_text
 from streaming.core.history import SqliteHistory
 from streaming.core.reasons import NOT_KEEPING_UP, CloseReason, RefusalReason
 from streaming.core.registry import Admission, Registry
@@ -122,22 +123,23 @@ class StreamingService:
 
     # -- events and what observers hear -------------------------------------
 
-    def publish(self, topic: str, event: str, data: Any, private: bool = False, owner: str | None = None) -> Event:
+    def publish(self, topic: str, event: str, data: Any, delivery: Delivery = PUBLIC) -> Event:
         """Publish one event (no topic or name checks: the callers' job).
 
-        ``private`` with ``STREAM_AUTH=off`` is a ``ValueError``: every stream
-        is anonymous there, so the event would reach nobody but look private.
-        ``owner`` (a job's owner) makes it readable by that user only (and
-        admins); with ``STREAM_AUTH=off`` readers are not identified and an
-        owned event is public, as every job was before owners.
+        ``delivery.private`` with ``STREAM_AUTH=off`` is a ``ValueError``:
+        every stream is anonymous there, so the event would reach nobody but
+        look private. ``delivery.owner`` (a job's owner) makes it readable by
+        that user only (and admins); with ``STREAM_AUTH=off`` readers are not
+        identified and an owned event is public, as every job was before owners.
         """
-        if private and self.settings.stream_auth == "off":
-            raise ValueError(PRIVATE_NEEDS_AUTH)
         if self.settings.stream_auth == "off":
-            owner = None
+            if delivery.private:
+                raise ValueError(PRIVATE_NEEDS_AUTH)
+            if delivery.owner is not None:
+                delivery = dataclasses.replace(delivery, owner=None)
         text = data_text(data)
         started = time.perf_counter()
-        published = self.broker.publish(topic, event, text, private, owner)
+        published = self.broker.publish(topic, event, text, delivery)
         if self.hooks.get("published"):
             self.hooks.call("published", published, time.perf_counter() - started)
         return published
@@ -308,5 +310,6 @@ class _CloseLog(Observer):
                 "duration_seconds": round(time.monotonic() - client.connected_mono, 3),
                 "events_sent": writer.events_sent,
                 "dropped": writer.dropped,
+                "conflated": writer.conflated,
             },
         )

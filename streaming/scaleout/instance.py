@@ -40,7 +40,7 @@ from typing import Any
 from streaming.core.reasons import RefusalReason
 
 # Row header: int64 fields, in this order.
-FIELDS = ("pid", "active", "accepted", "rejected", "evicted", "stale", "total_messages", "dropped")
+FIELDS = ("pid", "active", "accepted", "rejected", "evicted", "stale", "total_messages", "dropped", "conflated")
 _PID, _ACTIVE = 0, 1
 # Counters a worker copies from its own registry (everything but pid and active).
 COPIED = FIELDS[2:]

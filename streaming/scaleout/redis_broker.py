@@ -1,8 +1,9 @@
 """The Redis Stream broker: one event log for every worker and every host.
 
 * ``publish`` is ``XADD jobstream:events MAXLEN ~ N * topic .. event .. data ..``
-  (and ``p 1`` for a private event, ``o <sub>`` for an owned one; a missing
-  ``p`` is public, as in entries written before private events);
+  (and ``p 1`` for a private event, ``o <sub>`` for an owned one, ``l <key>``
+  for a low-priority one; a missing ``p`` is public, as in entries written
+  before private events, a missing ``l`` high priority);
   Redis assigns the entry id and that id is the SSE ``id`` (``streaming.core.ids``
   follows the same ``<ms>-<seq>`` rule). Publishing does not fan out: every
   worker, the publisher's included, gets the event from its reader, so all of
@@ -52,7 +53,7 @@ from redis.retry import Retry
 
 from server.background import Background
 from streaming.core.broker import BrokerUnavailable
-from streaming.core.events import Event
+from streaming.core.events import PUBLIC, Delivery, Event
 from streaming.core.history import EXPIRED, UNKNOWN, Reader, ReplayGap, visible
 from streaming.core.ids import Key, format_id, parse_id
 from streaming.core.registry import Registry
@@ -63,6 +64,7 @@ log = logging.getLogger("jobstream.redis")
 STREAM_KEY = "jobstream:events"
 PRIVATE_FIELD = "p"  # "1" on a private event's entry, absent otherwise
 OWNER_FIELD = "o"  # the owner's ``sub`` on an owned event's entry (a job's), absent otherwise
+LOW_FIELD = "l"  # on a low-priority event's entry: its conflation key, or "" for none
 SOCKET_TIMEOUT_SECONDS = 1.0
 # XREAD BLOCK must return well inside the socket timeout, and bounds how long
 # ``stop`` waits for the reader.
@@ -122,17 +124,19 @@ class RedisPublisher:
                     self._client = connect(self.url)
         return self._client
 
-    def publish(self, topic: str, event: str, data: str, private: bool = False, owner: str | None = None) -> Event:
+    def publish(self, topic: str, event: str, data: str, delivery: Delivery = PUBLIC) -> Event:
         fields = {"topic": topic, "event": event, "data": data}
-        if private or owner is not None:
+        if delivery.private or delivery.owner is not None:
             fields[PRIVATE_FIELD] = "1"
-        if owner is not None:
-            fields[OWNER_FIELD] = owner
+        if delivery.owner is not None:
+            fields[OWNER_FIELD] = delivery.owner
+        if delivery.low:
+            fields[LOW_FIELD] = delivery.conflate or ""
         try:
             entry_id = self.redis.xadd(self.key, fields, maxlen=self.maxlen, approximate=True)  # type: ignore[arg-type]
         except redis.RedisError as exc:
             raise BrokerUnavailable(f"redis: {exc}") from exc
-        return Event.create(str(entry_id), topic, event, data, private, owner)
+        return Event.create(str(entry_id), topic, event, data, delivery)
 
     def close(self) -> None:
         if self._client is not None:
@@ -191,7 +195,7 @@ class RedisBroker(RedisPublisher):
 
     # -- Broker -----------------------------------------------------------------
 
-    def publish(self, topic: str, event: str, data: str, private: bool = False, owner: str | None = None) -> Event:
+    def publish(self, topic: str, event: str, data: str, delivery: Delivery = PUBLIC) -> Event:
         """Add the event, then wait until the readers delivered it.
 
         The wait is the back-pressure of the embedded mode's synchronous
@@ -204,7 +208,7 @@ class RedisBroker(RedisPublisher):
         """
         if not self._up:
             raise BrokerUnavailable("redis unreachable")
-        published = super().publish(topic, event, data, private, owner)
+        published = super().publish(topic, event, data, delivery)
         if self._reader.running:
             deadline = time.monotonic() + DELIVERY_WAIT_SECONDS
             with self._delivered:
@@ -356,9 +360,13 @@ def _event(entry_id: str, fields: dict[str, str]) -> Event | None:
             fields["topic"],
             fields.get("event", "message"),
             fields.get("data", ""),
-            fields.get(PRIVATE_FIELD) == "1",
-            fields.get(OWNER_FIELD),
+            _delivery(fields),
         )
     except (KeyError, ValueError):
         log.warning("skipping a malformed stream entry", extra={"event": "bad_entry", "id": entry_id})
         return None
+
+
+def _delivery(fields: dict[str, str]) -> Delivery:
+    low = fields.get(LOW_FIELD)
+    return Delivery(fields.get(PRIVATE_FIELD) == "1", fields.get(OWNER_FIELD), low is not None, low or None)

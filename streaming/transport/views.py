@@ -21,7 +21,7 @@ from server.errors import UNAVAILABLE_RETRY_SECONDS, error_response, fail, read_
 from server.readers import ReadDenied
 from streaming import EXTENSION
 from streaming.core.broker import BrokerUnavailable
-from streaming.core.events import check_data, check_event_name, encode, encode_comment, encode_retry
+from streaming.core.events import check_data, check_delivery, check_event_name, encode, encode_comment, encode_retry
 from streaming.core.reasons import RefusalReason
 from streaming.core.topics import TopicFilter, check_topic
 from streaming.ops import metrics
@@ -42,7 +42,7 @@ bp = Blueprint("streaming", __name__)
 log = logging.getLogger("jobstream.streaming")
 
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
-EVENT_FIELDS = ("topic", "event", "data", "private")
+EVENT_FIELDS = ("topic", "event", "data", "private", "priority", "key")
 
 
 def init_app(app: Flask, service: StreamingService) -> None:
@@ -173,18 +173,16 @@ def publish() -> tuple[Response, int]:
         check_topic(topic)
         check_event_name(event)
         data = check_data(body["data"])
+        delivery = check_delivery(body.get("private", False), body.get("priority"), body.get("key"))
     except ValueError as exc:
         fail(400, str(exc))
-    private = body.get("private", False)
-    if not isinstance(private, bool):
-        fail(400, "private must be true or false (a JSON boolean)")
     grant = request_grant()
     if grant is not None and not grant.may_publish(topic):
         # A JWT publishes only where its "publish" patterns say (API_TOKEN: anywhere).
         fail(403, f"token may not publish on topic {topic!r}")
     try:
         with svc.accepting_write():
-            published = svc.publish(topic, event, data, private)
+            published = svc.publish(topic, event, data, delivery)
     except BrokerUnavailable as exc:
         fail(503, f"event not accepted: broker unavailable ({exc})")
     except ValueError as exc:  # private with STREAM_AUTH=off
@@ -231,6 +229,7 @@ def health() -> tuple[Response, int]:
             "evicted": stats["evicted"],
             "stale": stats["stale"],
             "dropped": stats["dropped"],
+            "conflated": stats["conflated"],
         },
         "jobs": jobs,
         "broker": "up" if broker_up else "down",

@@ -18,7 +18,7 @@ from flask.testing import FlaskClient
 from jobs.sqlite_store import SqliteJobStore
 from server.tokens import OPERATOR, Grant
 from streaming.core.client import Client
-from streaming.core.events import Event
+from streaming.core.events import Delivery, Event
 from streaming.core.history import SqliteHistory
 from streaming.core.ids import format_id
 from streaming.core.registry import Registry
@@ -165,7 +165,7 @@ def test_the_snapshot_holds_only_the_jobs_its_stream_may_see(app: Flask) -> None
 
 
 def _event(ms: int, owner: str | None) -> Event:
-    return Event.create(format_id((ms, 0)), f"jobs/{ms}", "job", f"{ms}", owner=owner)
+    return Event.create(format_id((ms, 0)), f"jobs/{ms}", "job", f"{ms}", Delivery(owner=owner))
 
 
 def _reader(grant: Grant | None) -> Client:

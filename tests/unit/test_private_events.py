@@ -17,7 +17,7 @@ import streaming
 from server.tokens import OPERATOR, Grant
 from streaming.core.broker import MemoryBroker
 from streaming.core.client import Client
-from streaming.core.events import Event
+from streaming.core.events import Delivery, Event
 from streaming.core.history import History, SqliteHistory
 from streaming.core.ids import format_id
 from streaming.core.registry import Registry
@@ -37,7 +37,7 @@ READERS: dict[str, Grant | None] = {"anonymous": None, "alice": ALICE, "bob": BO
 
 
 def ev(ms: int, topic: str = "chat/alice/1", private: bool = False) -> Event:
-    return Event.create(format_id((ms, 0)), topic, "message", f"{ms}", private)
+    return Event.create(format_id((ms, 0)), topic, "message", f"{ms}", Delivery(private=private))
 
 
 def reader(grant: Grant | None, topics: tuple[str, ...] = ()) -> Client:
@@ -145,7 +145,7 @@ def test_memory_broker_replays_private_events_only_to_allowed_readers() -> None:
     registry = Registry(max_connections=10, send_timeout_seconds=5, keepalive_seconds=30)
     broker = MemoryBroker(registry, 10)
     first = broker.publish("chat/alice/1", "message", "public")
-    broker.publish("chat/alice/1", "message", "secret", private=True)
+    broker.publish("chat/alice/1", "message", "secret", Delivery(private=True))
     assert [e.data for e in broker.replay(first.key, ALL, reader(ALICE).may_read)] == ["secret"]
     assert broker.replay(first.key, ALL, reader(None).may_read) == []
 
