@@ -129,7 +129,10 @@ def broadcast(
 
     check_topic(topic)
     check_event_name(event)
-    return service_of(app).publish(topic, event, data, check_delivery(private, priority, key)).id
+    given = {"priority": priority} if priority is not None else {}
+    if key is not None:
+        given["key"] = key
+    return service_of(app).publish(topic, event, data, check_delivery(private, **given)).id
 
 
 def get_connection_stats(app: Flask | None = None) -> dict[str, Any]:

@@ -132,14 +132,22 @@ PRIORITIES = ("high", "low")
 MAX_CONFLATION_KEY = 200
 
 
-def check_delivery(private: Any = False, priority: Any = None, key: Any = None) -> Delivery:
+_ABSENT: Any = object()  # a field the publisher left out (``null`` is a mistake)
+
+
+def check_delivery(private: Any = False, priority: Any = _ABSENT, key: Any = _ABSENT) -> Delivery:
     """A publisher's ``private``, ``priority`` and ``key`` as a ``Delivery``;
     ``ValueError`` naming the field that is wrong. No ``priority``: high, or
-    low when a ``key`` is given (a key is only for low events)."""
+    low when a ``key`` is given (a key is only for low events). Leave a field
+    out by not passing it; ``None`` is a wrong value."""
     if not isinstance(private, bool):
         raise ValueError("private must be true or false (a JSON boolean)")
-    if priority is None:
-        priority = "low" if key is not None else "high"
+    if priority is _ABSENT:
+        priority = "low" if key is not _ABSENT else "high"
+    if key is _ABSENT:
+        key = None
+    elif key is None:
+        raise ValueError(f"key must be a non-empty string of at most {MAX_CONFLATION_KEY} characters")
     if priority not in PRIORITIES:
         raise ValueError(f"priority must be 'high' or 'low', got {priority!r}")
     if key is not None:

@@ -44,6 +44,7 @@ full; the registry evicts a stream that stays full past
 from __future__ import annotations
 
 import _socket
+import contextlib
 import queue
 import socket
 import ssl
@@ -151,7 +152,10 @@ class StreamWriter:
         on a full buffer: at most ``STREAM_CLIENT_BUFFER`` items, rarely."""
         superseded = {event.conflate} if event.low and event.conflate is not None else set()
         q = self.queue
-        with q.mutex:
+        # The stdlib queue's lock; gevent's queue (patched) has none and needs
+        # none: the fan-out and the generator never run at once there.
+        mutex = getattr(q, "mutex", None)
+        with mutex if mutex is not None else contextlib.nullcontext():
             items = q.queue
             kept: list[Any] = []
             for item in reversed(items):
@@ -165,7 +169,8 @@ class StreamWriter:
             if removed:
                 items.clear()
                 items.extend(reversed(kept))
-                q.not_full.notify(removed)
+                if mutex is not None:
+                    q.not_full.notify(removed)
         self.conflated += removed
         return removed
 

@@ -42,7 +42,8 @@ bp = Blueprint("streaming", __name__)
 log = logging.getLogger("jobstream.streaming")
 
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
-EVENT_FIELDS = ("topic", "event", "data", "private", "priority", "key")
+DELIVERY_FIELDS = ("private", "priority", "key")
+EVENT_FIELDS = ("topic", "event", "data", *DELIVERY_FIELDS)
 
 
 def init_app(app: Flask, service: StreamingService) -> None:
@@ -173,7 +174,7 @@ def publish() -> tuple[Response, int]:
         check_topic(topic)
         check_event_name(event)
         data = check_data(body["data"])
-        delivery = check_delivery(body.get("private", False), body.get("priority"), body.get("key"))
+        delivery = check_delivery(**{name: body[name] for name in DELIVERY_FIELDS if name in body})
     except ValueError as exc:
         fail(400, str(exc))
     grant = request_grant()

@@ -6,6 +6,8 @@
 from __future__ import annotations
 
 import queue
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -23,6 +25,7 @@ from streaming.core.writer import CONFLATED, DROPPED, QUEUED, WAKE, StreamWriter
 from streaming.scaleout.redis_broker import _delivery
 from tests.support.apps import app_in
 
+ROOT = Path(__file__).resolve().parents[2]
 BUFFER = 5
 _ids = iter(range(1, 10**9))
 
@@ -100,6 +103,8 @@ def test_job_changes_are_high_and_progress_is_low_keyed_by_the_job() -> None:
         ({"priority": 1}, "priority must be 'high' or 'low', got 1"),
         ({"priority": "high", "key": "j"}, "key (a conflation key) needs priority 'low'"),
         ({"key": ""}, "key must be a non-empty string of at most 200 characters"),
+        ({"key": None}, "key must be a non-empty string of at most 200 characters"),
+        ({"priority": None}, "priority must be 'high' or 'low', got None"),
         ({"key": 7}, "key must be a non-empty string of at most 200 characters"),
         ({"key": "k" * 201}, "key must be a non-empty string of at most 200 characters"),
         ({"key": "\ud800"}, "key"),
@@ -147,3 +152,26 @@ def test_published_low_events_conflate_in_a_full_stream_and_health_counts_them(a
     assert [item.data for item in reader.writer.queue.queue][-2:] == ["19", "final"]
     stream = http.get("/health").json["stream"]  # type: ignore[index]
     assert stream["conflated"] == reader.writer.conflated > 0 and stream["dropped"] == 0
+
+
+GEVENT_CONFLATION = """
+from gevent import monkey; monkey.patch_all()
+import queue
+from streaming.core.events import Delivery, Event
+from streaming.core.writer import StreamWriter
+writer = StreamWriter(queue.Queue(maxsize=3))
+assert type(writer.queue).__module__.startswith("gevent"), type(writer.queue)
+for n in range(1, 8):
+    writer.offer(Event.create(f"{n}-0", "t", "m", str(n), Delivery(low=True, conflate="k")), 0.0, False)
+writer.offer(Event.create("8-0", "t", "m", "high"), 0.0, False)
+print([e.data for e in writer.queue.queue], writer.conflated)
+"""
+
+
+def test_conflation_works_on_gevents_patched_queue_too() -> None:
+    # gunicorn's workers patch first: queue.Queue is then gevent's, with no mutex.
+    done = subprocess.run(
+        [sys.executable, "-c", GEVENT_CONFLATION], cwd=ROOT, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["['7',", "'high']", "6"]
