@@ -66,6 +66,13 @@ class Settings:
         "Seconds between sweeps that end stale streams (no successful write for twice the keep-alive plus the"
         " send timeout) and streams whose buffer stayed full too long.",
     )
+    background_interval_seconds: float = _field(
+        "STREAM_BACKGROUND_INTERVAL",
+        5.0,
+        parsers.positive_seconds,
+        "Seconds between two low-priority events of one key (a job's progress) on a background stream"
+        " (`/stream?qos=background`, or a WebSocket that said it is hidden); high-priority events go at once.",
+    )
     send_timeout_seconds: float = _field(
         "STREAM_SEND_TIMEOUT",
         5.0,

@@ -102,6 +102,7 @@ class Client:
             "connected_at": self.connected_at,
             "topics": list(self.topics.patterns),
             "sub": (self.grant.sub or None) if self.grant is not None else None,  # OPERATOR's is ""
+            "qos": "background" if writer.spacing is not None else "foreground",
             "events_sent": writer.events_sent,
             "queue_depth": writer.queue.qsize(),
             "lag_seconds": round(max(0.0, now_mono - writer.last_write), 3),

@@ -62,6 +62,9 @@ WAKE = object()
 # Put in an idle stream's queue by the keep-alive tick: write a comment.
 KEEPALIVE = object()
 
+# Keys a background stream remembers before it forgets those past their interval.
+MAX_SPACED_KEYS = 1024
+
 # Seconds per second the fan-out may spend writing to parked streams itself.
 DIRECT_BUDGET_SECONDS = 0.5
 
@@ -70,6 +73,7 @@ DIRECT_BUDGET_SECONDS = 0.5
 # fan-out compares one per stream per event, and an enum member lookup costs
 # more than the rest of the comparison.
 # Ordered: anything above DROPPED was delivered.
+SPACED = -2  # a low event a background stream skips (one per key per interval went out)
 SKIPPED = -1  # already sent (at or below ``last_key``)
 DROPPED = 0  # buffer full: a gap to heal
 QUEUED = 1
@@ -96,6 +100,8 @@ class StreamWriter:
         "pending",
         "queue",
         "sock",
+        "spaced",
+        "spacing",
     )
 
     def __init__(self, buffer: queue.Queue[Any], sock: Any = None, last_write: float | None = None) -> None:
@@ -114,11 +120,20 @@ class StreamWriter:
         self.full_since: float | None = None  # set while put_nowait finds the buffer full
         self.dropped = 0
         self.conflated = 0  # queued events removed because a newer one of their key came
+        # A background stream (``space_out``): low events at most once per key
+        # per ``spacing`` seconds; ``spaced``: key -> when one last went out.
+        self.spacing: float | None = None
+        self.spaced: dict[str, float] | None = None  # None on foreground streams: no dict each
         self.gap = False
 
     def enable_direct(self, environ: dict[str, Any]) -> None:
         """Allow direct writes when the connection is one whose framing is known."""
         self.direct, self.chunked = direct_socket(self.sock, environ)
+
+    def space_out(self, seconds: float | None) -> None:
+        """Background (``seconds``) or foreground (``None``) quality of service."""
+        self.spacing = seconds
+        self.spaced = {} if seconds is not None else None
 
     # -- the fan-out's side ------------------------------------------------
 
@@ -129,6 +144,8 @@ class StreamWriter:
             # Already sent: with Redis a stream's gap heal reads the stream
             # itself and can run ahead of this worker's reader.
             return SKIPPED
+        if self.spacing is not None and event.low and not self._due(event, now):
+            return SPACED
         if direct and self.parked and not self.gap and self._write_now(event, now):
             return WRITTEN
         self.parked = False  # from here on the generator writes, in order
@@ -145,6 +162,20 @@ class StreamWriter:
             return DROPPED
         self.full_since = None
         return QUEUED
+
+    def _due(self, event: Event, now: float) -> bool:
+        """Whether a background stream takes this low event now (and remember it)."""
+        spaced = self.spaced
+        assert self.spacing is not None and spaced is not None
+        key = event.conflate or event.topic
+        last = spaced.get(key)
+        if last is not None and now - last < self.spacing:
+            return False
+        if len(spaced) >= MAX_SPACED_KEYS:
+            # Keys whose interval is over would be sent anyway: forget them.
+            self.spaced = spaced = {k: t for k, t in spaced.items() if now - t < self.spacing}
+        spaced[key] = now
+        return True
 
     def _conflate(self, event: Event) -> int:
         """Keep only the newest queued low event per conflation key (none of

@@ -46,11 +46,27 @@ def readable(grant: Grant | None, topics: TopicFilter) -> TopicFilter:
     return narrowed
 
 
+QOS = ("foreground", "background")
+
+
+def background(args: list[tuple[str, str]]) -> bool:
+    """``?qos=background``: low events spaced out (``STREAM_BACKGROUND_INTERVAL``);
+    ``ValueError`` for a value that is neither."""
+    value = next((v for k, v in args if k == "qos"), "foreground")
+    if value not in QOS:
+        raise ValueError(f"qos must be 'foreground' or 'background', got {value!r}")
+    return value == "background"
+
+
 def new_client(
-    svc: StreamingService, environ: dict[str, Any], topics: TopicFilter, grant: Grant | None = None
+    svc: StreamingService,
+    environ: dict[str, Any],
+    topics: TopicFilter,
+    grant: Grant | None = None,
+    in_background: bool = False,
 ) -> Client:
     """A client for this request, not yet admitted."""
-    return Client.create(
+    client = Client.create(
         svc.settings.client_buffer,
         remote_addr=environ.get("REMOTE_ADDR") or "unknown",
         user_agent=environ.get("HTTP_USER_AGENT", "")[:MAX_USER_AGENT],
@@ -58,6 +74,9 @@ def new_client(
         sock=environ.get("gunicorn.socket"),
         grant=grant,
     )
+    if in_background:
+        client.writer.space_out(svc.settings.background_interval_seconds)
+    return client
 
 
 def query_pairs(environ: dict[str, Any]) -> list[tuple[str, str]]:

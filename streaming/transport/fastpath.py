@@ -32,6 +32,7 @@ from server.readers import ReadDenied
 from streaming.core.topics import TopicFilter
 from streaming.ops.service import StreamingService
 from streaming.transport.connect import (
+    background,
     begin_stream,
     last_event_id,
     new_client,
@@ -74,11 +75,12 @@ class StreamFastPath:
             grant = stream_grant(svc, environ)
             args = query_pairs(environ)
             topics = readable(grant, TopicFilter([value for key, value in args if key == "topic"]))
+            hidden = background(args)
         except (ValueError, ReadDenied):
             return self.app(environ, start_response)  # the view words the 400, 401 or 403
         if not svc.started:
             svc.start()  # outside gunicorn there is no post_worker_init
-        client = new_client(svc, environ, topics, grant)
+        client = new_client(svc, environ, topics, grant, hidden)
         refused = svc.registry.admit(client)
         if refused is not None:
             environ[REFUSED_KEY] = refused

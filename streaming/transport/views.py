@@ -27,6 +27,7 @@ from streaming.core.topics import TopicFilter, check_topic
 from streaming.ops import metrics
 from streaming.ops.service import ShuttingDown, StreamingService
 from streaming.transport.connect import (
+    background,
     begin_stream,
     forget,
     last_event_id,
@@ -90,6 +91,7 @@ def stream() -> Response:
         grant = stream_grant(svc, request.environ)
         try:
             topics = readable(grant, TopicFilter([value for key, value in args if key == "topic"]))
+            hidden = background(args)
         except ValueError as exc:
             fail(400, str(exc))
     except ReadDenied as denied:
@@ -105,7 +107,7 @@ def stream() -> Response:
             },
         )
         return error_response(denied.status, denied.message, {"WWW-Authenticate": denied.challenge})
-    client = new_client(svc, request.environ, topics, grant)
+    client = new_client(svc, request.environ, topics, grant, hidden)
     # A refusal decided by the fast path (streaming/transport/fastpath.py) is only rendered here.
     refused = request.environ.pop(REFUSED_KEY, None) or svc.registry.admit(client)
     if refused is not None:

@@ -28,6 +28,7 @@ NOT_UTF8 = "topic pattern contains a lone surrogate or bytes that are not UTF-8"
 
 # (query, the error it gets)
 BAD_FILTERS = [
+    ("qos=hidden", "qos must be 'foreground' or 'background', got 'hidden'"),
     ("topic=%00", CONTROL),
     ("topic=a%00b", CONTROL),
     ("topic=%0D", CONTROL),
