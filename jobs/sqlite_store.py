@@ -6,9 +6,9 @@ Constraints that shape this module:
   gevent the lock is a gevent lock and every caller is a greenlet; handler
   OS threads never touch the store (the runner writes for them).
 * Writes run in ``BEGIN IMMEDIATE`` so two processes never deadlock upgrading
-  a read lock; ``busy_timeout`` waits out the other process's short write.
-  (Under gevent that wait blocks the worker's loop, which is why every
-  transaction here is a few statements long.)
+  a read lock; the wait for the other process's short write happens in
+  ``server.sqlite.patiently``, cooperatively (SQLite's own busy handler
+  would block the gevent loop), and past 5 s the API answers ``503``.
 * ``synchronous=NORMAL`` in WAL mode: a commit has been written to the WAL
   file (the OS page cache) before ``COMMIT`` returns, so a ``201`` survives
   ``kill -9`` of the server; only an OS crash or power loss could lose the
@@ -38,6 +38,7 @@ from jobs.model import Job, new_job_id, now_ms
 from jobs.owners import Owner, is_alive
 from jobs.states import InvalidTransition, Status, check_transition
 from jobs.store import EVERYONE, MAX_PAGE, JobNotFound, Page, Selection, Viewer, decode_cursor, encode_cursor
+from server.sqlite import connect, patiently
 
 MIN_SQLITE = (3, 35, 0)
 FEED_KEEP = 10_000
@@ -124,10 +125,7 @@ class SqliteJobStore:
         self.owner = owner or Owner.current()
         self.instance = str(self.owner)
         self._lock = threading.Lock()
-        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=5.0)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.execute("PRAGMA busy_timeout=5000")
+        self._db = connect(path)
         self._writes = 0
         with self._write() as db:
             for statement in _SCHEMA:
@@ -139,7 +137,7 @@ class SqliteJobStore:
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
         with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
+            patiently(lambda: self._db.execute("BEGIN IMMEDIATE"))  # the one wait for another writer
             try:
                 yield self._db
             except BaseException:
@@ -149,7 +147,7 @@ class SqliteJobStore:
 
     def _read(self, sql: str, args: Collection[Any] = ()) -> list[tuple[Any, ...]]:
         with self._lock:
-            return self._db.execute(sql, tuple(args)).fetchall()
+            return patiently(lambda: self._db.execute(sql, tuple(args)).fetchall())
 
     def _logged(self, db: sqlite3.Connection, rows: list[tuple[Any, ...]]) -> list[Job]:
         """Jobs from RETURNING rows, each appended to the change feed."""

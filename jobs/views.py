@@ -29,7 +29,15 @@ from jobs.runner import Runner
 from jobs.states import InvalidTransition, Status, parse_status
 from jobs.store import EVERYONE, MAX_PAGE, InvalidCursor, JobNotFound, JobStore, Viewer, viewer_for
 from server.auth import SCRIPT_HEADER, request_grant
-from server.errors import ApiError, fail, has_body, is_json, read_json_object, reject_unknown_fields
+from server.errors import (
+    UNAVAILABLE_RETRY_SECONDS,
+    ApiError,
+    fail,
+    has_body,
+    is_json,
+    read_json_object,
+    reject_unknown_fields,
+)
 from server.readers import ReadDenied, reader_grant
 from streaming import BrokerUnavailable, StreamingService, check_text, data_text
 
@@ -90,6 +98,7 @@ def create_job() -> tuple[Response, int, dict[str, str]]:
         check_text("params", data_text(params))
     except ValueError as exc:
         fail(400, str(exc))
+    _refuse_past_the_pending_limit(ext)
     # Refused with 503 once the worker drains (streaming's ShuttingDown).
     with ext.service.accepting_write(), ext.runner.holding_claims():
         job = ext.store.create(job_type, name, params, owner)
@@ -164,6 +173,21 @@ def cancel_job(job_id: str) -> Response:
         else:
             ext.runner.cancel_local(job.id)
     return jsonify(job.to_json())
+
+
+def _refuse_past_the_pending_limit(ext: JobsExtension) -> None:
+    """Bounded work: past ``JOBS_MAX_PENDING`` pending jobs a create is a 503,
+    so a burst cannot queue more than the runners will ever catch up with."""
+    limit = ext.service.settings.jobs_max_pending
+    pending = ext.store.counts()["pending"]  # cheap: a counter, not a scan (jobs.store)
+    if pending >= limit:
+        raise ApiError(
+            503,
+            f"too many pending jobs: {pending} (JOBS_MAX_PENDING={limit}); retry later",
+            {"Retry-After": str(UNAVAILABLE_RETRY_SECONDS)},
+            pending=pending,
+            limit=limit,
+        )
 
 
 def _owner(given: Any) -> str | None:

@@ -12,6 +12,8 @@ from typing import Any, NoReturn
 from flask import Flask, Request, Response, jsonify, request
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
+from server.sqlite import Busy
+
 MAX_BODY_BYTES = 64 * 1024
 UNAVAILABLE_RETRY_SECONDS = 5
 
@@ -108,6 +110,11 @@ def reject_unknown_fields(body: dict[str, Any], allowed: tuple[str, ...]) -> Non
 
 
 def install_error_handlers(app: Flask) -> None:
+    @app.errorhandler(Busy)
+    def _busy(exc: Busy) -> Response:
+        # The SQLite file stayed locked by another process (server.sqlite).
+        return error_response(503, f"service unavailable: {exc}", {"Retry-After": str(UNAVAILABLE_RETRY_SECONDS)})
+
     @app.errorhandler(ApiError)
     def _api_error(exc: ApiError) -> Response:
         return error_response(exc.status, exc.message, exc.headers, **exc.extra)

@@ -231,6 +231,14 @@ class Settings:
         "SQLite file for the jobs and the event history; its directory is created at start-up. Not used"
         " with `REDIS_URL`.",
     )
+    jobs_max_pending: int = _field(
+        "JOBS_MAX_PENDING",
+        10_000,
+        parsers.positive_int,
+        "Pending jobs the store may hold (the whole fleet's with `REDIS_URL`); `POST /jobs` beyond that is a"
+        " `503` with `Retry-After`. Checked before each create, so concurrent creates may pass it by the"
+        " number of requests in flight.",
+    )
     jobs_concurrency: int = _field(
         "JOBS_CONCURRENCY",
         4,

@@ -11,6 +11,7 @@ from __future__ import annotations
 import threading
 from typing import Any, Protocol
 
+from server.sqlite import Busy
 from streaming.core.events import PUBLIC, Delivery, Event
 from streaming.core.history import History, Reader, SqliteHistory
 from streaming.core.ids import IdGenerator, Key, format_id
@@ -84,7 +85,10 @@ class MemoryBroker:
         with self._lock:
             ev = Event.create(format_id(self._ids.next()), topic, event, data, delivery)
             if self._store is not None:
-                self._store.append(ev)
+                try:
+                    self._store.append(ev)
+                except Busy as exc:  # another process holds the file's lock: not accepted
+                    raise BrokerUnavailable(f"event history: {exc}") from None
             self.history.append(ev)
             self.registry.fanout(ev)
         return ev

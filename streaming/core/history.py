@@ -21,6 +21,7 @@ import sqlite3
 import threading
 from collections.abc import Callable, Iterable
 
+from server.sqlite import connect, patiently
 from streaming.core.events import Delivery, Event
 from streaming.core.ids import Key, format_id
 from streaming.core.topics import TopicFilter
@@ -44,6 +45,12 @@ def visible(events: Iterable[Event], topics: TopicFilter, may_read: Reader | Non
     """``events`` a reader gets: matching ``topics``; private ones only if
     ``may_read`` says so (no reader: none)."""
     return [e for e in events if topics.matches(e.topic) and (not e.private or (may_read is not None and may_read(e)))]
+
+
+_INSERT = (
+    "INSERT OR REPLACE INTO stream_events (ms, seq, topic, event, data, private, owner, low, conflate)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
 
 
 def _delivery_columns(event: Event) -> tuple[int, str | None, int, str | None]:
@@ -112,10 +119,7 @@ class SqliteHistory:
     def __init__(self, path: str, size: int) -> None:
         self.size = size
         self._lock = threading.Lock()
-        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.execute("PRAGMA busy_timeout=5000")
+        self._db = connect(path)  # another process's lock: waited for cooperatively (server.sqlite)
         self._db.execute(
             "CREATE TABLE IF NOT EXISTS stream_events (ms INTEGER NOT NULL, seq INTEGER NOT NULL,"
             " topic TEXT NOT NULL, event TEXT NOT NULL, data TEXT NOT NULL,"
@@ -175,16 +179,13 @@ class SqliteHistory:
     def append(self, event: Event) -> None:
         with self._lock:
             if self.size > 0:
-                self._db.execute(
-                    "INSERT OR REPLACE INTO stream_events (ms, seq, topic, event, data, private, owner, low, conflate)"
-                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    (*event.key, event.topic, event.event, event.data, *_delivery_columns(event)),
-                )
+                row = (*event.key, event.topic, event.event, event.data, *_delivery_columns(event))
+                patiently(lambda: self._db.execute(_INSERT, row))
                 self._appended += 1
                 if self._appended >= max(1, self.size // 4):
                     self._trim()
             else:
-                self._set_meta({"last_ms": event.key[0], "last_seq": event.key[1]})
+                patiently(lambda: self._set_meta({"last_ms": event.key[0], "last_seq": event.key[1]}))
 
     def _trim(self) -> None:
         self._appended = 0
@@ -193,7 +194,7 @@ class SqliteHistory:
         ).fetchone()
         if row is None:
             return
-        self._db.execute("BEGIN")
+        patiently(lambda: self._db.execute("BEGIN IMMEDIATE"))
         self._db.execute("DELETE FROM stream_events WHERE (ms, seq) <= (?, ?)", row)
         self._set_meta({"floor_ms": row[0], "floor_seq": row[1]})
         self._db.execute("COMMIT")

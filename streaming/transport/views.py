@@ -17,7 +17,14 @@ from flask import Blueprint, Flask, Response, current_app, jsonify, request
 
 from server import admin
 from server.auth import request_grant
-from server.errors import UNAVAILABLE_RETRY_SECONDS, error_response, fail, read_json_object, reject_unknown_fields
+from server.errors import (
+    UNAVAILABLE_RETRY_SECONDS,
+    ApiError,
+    error_response,
+    fail,
+    read_json_object,
+    reject_unknown_fields,
+)
 from server.readers import ReadDenied
 from streaming import EXTENSION
 from streaming.core.broker import BrokerUnavailable
@@ -187,7 +194,8 @@ def publish() -> tuple[Response, int]:
         with svc.accepting_write():
             published = svc.publish(topic, event, data, delivery)
     except BrokerUnavailable as exc:
-        fail(503, f"event not accepted: broker unavailable ({exc})")
+        retry = {"Retry-After": str(UNAVAILABLE_RETRY_SECONDS)}
+        raise ApiError(503, f"event not accepted: broker unavailable ({exc})", retry) from None
     except ValueError as exc:  # private with STREAM_AUTH=off
         fail(400, str(exc))
     # Back-pressure without a lock or a queue: under gevent this lets every
