@@ -100,11 +100,13 @@ def run(
     health: str = "/health",
     topic: str = "bench",
     on_connected: Callable[[dict[str, Any]], None] | None = None,
+    tokens: tuple[Path, Path] | None = None,
 ) -> dict[str, Any]:
     """Run the load generator once; returns its final JSON result.
 
     on_connected is called once every stream is open (before publishing,
-    or before closing them when load.wait_stdin is set).
+    or before closing them when load.wait_stdin is set). tokens: the files
+    of the streams' Bearer tokens (one a line) and of the publisher's.
     """
     binary = build()
     cmd = [
@@ -117,6 +119,8 @@ def run(
         f"-topic={topic}",
         *load.args(),
     ]
+    if tokens is not None:
+        cmd += [f"-stream-tokens={tokens[0]}", f"-publish-token={tokens[1]}"]
     raise_nofile()  # inherited by the child
     with subprocess.Popen(
         cmd,

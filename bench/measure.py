@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import secrets
+import tempfile
 import threading
 import time
+from pathlib import Path
 from typing import Any, Self
 
 from bench import loadgen
@@ -53,18 +55,22 @@ def _drive(target: Target, load: Load) -> dict[str, Any]:
             except OSError as exc:
                 at_connect["health_error"] = str(exc)
 
-    rss0, cpu0, t0 = rss_bytes(target.pid), cpu_seconds(target.pid), time.monotonic()
-    with RssSampler(target.pid) as sampler:
-        raw = loadgen.run(
-            target.base_url,
-            stream,
-            publish,
-            target.style,
-            load,
-            health=target.health_path,
-            topic=topic,
-            on_connected=connected,
-        )
+    with tempfile.TemporaryDirectory(prefix="bench-tokens-") as tmp:
+        # Minted before the clock starts: the bench's cost, not the server's.
+        tokens = target.auth.write_tokens(Path(tmp), load.n) if target.auth is not None else None
+        rss0, cpu0, t0 = rss_bytes(target.pid), cpu_seconds(target.pid), time.monotonic()
+        with RssSampler(target.pid) as sampler:
+            raw = loadgen.run(
+                target.base_url,
+                stream,
+                publish,
+                target.style,
+                load,
+                health=target.health_path,
+                topic=topic,
+                on_connected=connected,
+                tokens=tokens,
+            )
     wall = time.monotonic() - t0
     server_cpu = cpu_seconds(target.pid) - cpu0
     raw.update(

@@ -80,6 +80,8 @@ SHOWN: dict[str, list[str]] = {
 }
 
 PEERS = ("sse-starlette", "nchan")
+# A variant of Jobstream -> the target it is read against, in its own column.
+VARIANTS = {"jobstream-auth": "jobstream"}
 
 
 def shown(scenario: str) -> list[str]:
@@ -131,9 +133,10 @@ def _fmt(v: Any) -> str:
 
 def table(med: dict[tuple[str, str], dict[str, Any]], targets: list[str], scenarios: list[str]) -> str:
     """A Markdown table: one row per (scenario, metric), ratios to peers."""
-    ours = [t for t in targets if t not in PEERS]
+    ours = sorted((t for t in targets if t not in PEERS), key=lambda t: t in VARIANTS)  # a base first
     peers = [t for t in targets if t in PEERS]
     ratio_cols = [(o, p) for o in ours[:1] for p in peers]
+    ratio_cols += [(v, base) for v, base in VARIANTS.items() if v in targets and base in targets]
     head = ["scenario", "metric", *targets, *[f"{o}/{p}" for o, p in ratio_cols]]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for sc in scenarios:

@@ -17,6 +17,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from bench.auth import BenchAuth
 from bench.procs import free_port, raise_nofile, wait_http_ok
 
 PEERS = Path(__file__).resolve().parent / "peers"
@@ -40,6 +41,7 @@ class Target:
     health_path: str = "/health"
     log: Path | None = None
     extra: dict[str, str] = field(default_factory=dict)
+    auth: BenchAuth | None = None  # streams and publishes need its tokens
 
     @property
     def base_url(self) -> str:
@@ -79,8 +81,15 @@ def _ready(proc: subprocess.Popen[bytes], url: str, log: Path, timeout: float = 
 
 
 @contextmanager
-def jobstream(app_dir: Path, max_conns: int, workers: int = 1, redis_url: bool | None = None) -> Iterator[Target]:
-    """gunicorn + gevent Jobstream from app_dir; with Redis when asked or workers > 1."""
+def jobstream(
+    app_dir: Path,
+    max_conns: int,
+    workers: int = 1,
+    redis_url: bool | None = None,
+    auth: BenchAuth | None = None,
+) -> Iterator[Target]:
+    """gunicorn + gevent Jobstream from app_dir; with Redis when asked or workers > 1;
+    with auth, every stream needs a JWT (STREAM_AUTH=required)."""
     if not (app_dir / "app.py").exists():
         raise ServerError(f"no app.py in {app_dir}")
     tmp = Path(tempfile.mkdtemp(prefix="bench-js-"))
@@ -92,6 +101,7 @@ def jobstream(app_dir: Path, max_conns: int, workers: int = 1, redis_url: bool |
         STREAM_MAX_CONNECTIONS=str(max_conns),
         JOBS_DB=str(tmp / "jobs.db"),
         WEB_CONCURRENCY=str(workers),
+        **(auth.env() if auth is not None else {}),
     )
     redis: subprocess.Popen[bytes] | None = None
     try:
@@ -122,6 +132,7 @@ def jobstream(app_dir: Path, max_conns: int, workers: int = 1, redis_url: bool |
         proc = _start(cmd, app_dir, env, log)
         _ready(proc, f"http://127.0.0.1:{port}/health", log)
         name = "jobstream" + ("-redis" if with_redis and workers == 1 else "") + (f"-{workers}w" if workers > 1 else "")
+        name += "-auth" if auth is not None else ""
         try:
             yield Target(
                 name,
@@ -131,6 +142,7 @@ def jobstream(app_dir: Path, max_conns: int, workers: int = 1, redis_url: bool |
                 "/events",
                 "jobstream",
                 log=log,
+                auth=auth,
             )
         finally:
             _stop(proc)

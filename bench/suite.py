@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from bench import servers
+from bench.auth import BenchAuth
 from bench.loadgen import LoadgenError
 from bench.measure import measure
 from bench.scenarios import Scenario
@@ -25,6 +26,7 @@ def launchers(app_dir: Path) -> dict[str, Launcher]:
         "jobstream": lambda cap: servers.jobstream(app_dir, cap),
         "jobstream-redis": lambda cap: servers.jobstream(app_dir, cap, redis_url=True),
         "jobstream-2w": lambda cap: servers.jobstream(app_dir, cap, workers=2),
+        "jobstream-auth": lambda cap: servers.jobstream(app_dir, cap, auth=BenchAuth.random()),
         "sse-starlette": lambda cap: servers.starlette(),
         "nchan": lambda cap: servers.nchan(),
     }

@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"net/url"
 	"os"
+	"strings"
 	"syscall"
 	"time"
 )
@@ -41,6 +42,8 @@ type Config struct {
 	ConnectTimeout time.Duration
 	WaitStdin      bool
 	Verbose        bool
+	StreamTokens   []string // Bearer tokens: stream i sends StreamTokens[i % len]
+	PublishToken   string   // Bearer token for publishing ("" sends none)
 }
 
 func parseFlags() *Config {
@@ -68,6 +71,8 @@ func parseFlags() *Config {
 	flag.DurationVar(&c.ConnectTimeout, "connect-timeout", 10*time.Second, "per-connect timeout")
 	flag.BoolVar(&c.WaitStdin, "wait-stdin", false, "after connecting, wait for a stdin line before going on")
 	flag.BoolVar(&c.Verbose, "v", false, "log stream ends to stderr")
+	streamTokens := flag.String("stream-tokens", "", "file of Bearer tokens, one a line, for the streams (one per stream, reused round-robin)")
+	publishToken := flag.String("publish-token", "", "file holding the Bearer token for publishing")
 	flag.Parse()
 	u, err := url.Parse(c.BaseURL)
 	if err != nil || u.Hostname() != "127.0.0.1" {
@@ -75,7 +80,25 @@ func parseFlags() *Config {
 		os.Exit(2)
 	}
 	c.Addr = u.Host
+	c.StreamTokens = readTokens(*streamTokens)
+	if t := readTokens(*publishToken); len(t) > 0 {
+		c.PublishToken = t[0]
+	}
 	return c
+}
+
+// readTokens reads one token a line from path ("" reads none). Files, not
+// flags: a token on the command line shows in ps.
+func readTokens(path string) []string {
+	if path == "" {
+		return nil
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "loadgen:", err)
+		os.Exit(2)
+	}
+	return strings.Fields(string(b))
 }
 
 func raiseNofile() {

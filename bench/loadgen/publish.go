@@ -34,7 +34,16 @@ func (r *Run) body(seq int64, t float64) []byte {
 func (r *Run) publishOne(c *http.Client, seq int64) {
 	t0 := time.Now()
 	b := r.body(seq, float64(t0.UnixNano())/1e9)
-	resp, err := c.Post(r.Cfg.BaseURL+r.Cfg.PublishPath, "application/json", bytes.NewReader(b))
+	req, err := http.NewRequest(http.MethodPost, r.Cfg.BaseURL+r.Cfg.PublishPath, bytes.NewReader(b))
+	if err != nil {
+		r.pubErr("request")
+		return
+	}
+	req.Header.Set("Content-Type", "application/json")
+	if r.Cfg.PublishToken != "" {
+		req.Header.Set("Authorization", "Bearer "+r.Cfg.PublishToken)
+	}
+	resp, err := c.Do(req)
 	r.PublishLatency.Add(time.Since(t0).Microseconds())
 	if err != nil {
 		kind := "error"

@@ -73,6 +73,9 @@ func (s *Sub) open(cfg *Config, lastID string) (io.Reader, string, time.Duration
 	if lastID != "" {
 		fmt.Fprintf(&req, "Last-Event-ID: %s\r\n", lastID)
 	}
+	if len(cfg.StreamTokens) > 0 {
+		fmt.Fprintf(&req, "Authorization: Bearer %s\r\n", cfg.StreamTokens[s.idx%len(cfg.StreamTokens)])
+	}
 	req.WriteString("\r\n")
 	if _, err = conn.Write(req.Bytes()); err != nil {
 		conn.Close()

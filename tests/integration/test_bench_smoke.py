@@ -7,6 +7,7 @@ one round, no peers. Benchmarks proper stay out of the suite: python -m bench.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 import signal
@@ -17,7 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from bench import loadgen
+from bench import loadgen, servers
+from bench.auth import BenchAuth
 from bench.measure import measure
 from bench.procs import free_port, wait_http_ok
 from bench.scenarios import smoke
@@ -80,3 +82,20 @@ def test_bench_smoke(jobstream: Target) -> None:
     assert raw["deliveries"] == 20 * f["published"]
     assert 0 <= f["p50_ms"] <= f["p99_ms"] <= f["max_ms"] < 5_000
     assert f["health_errors"] == 0
+
+
+@pytest.mark.timeout(90)
+def test_bench_auth_target_authenticates_every_stream() -> None:
+    loadgen.build()
+    connect, fanout = smoke(20)
+    with servers.jobstream(ROOT, 200, auth=BenchAuth.random()) as target:
+        assert target.name == "jobstream-auth"
+        f = measure(target, fanout)
+        assert f["connected"] == 20
+        assert f["connect_failures"] == 0
+        assert f["publish_errors"] == 0
+        assert f["lost"] == 0
+        assert f["raw"]["deliveries"] == 20 * f["published"] > 0
+        # Without the tokens the same server refuses every stream.
+        anonymous = measure(dataclasses.replace(target, auth=None), connect)
+        assert anonymous["failures_by_kind"] == {"status_401": 20}
