@@ -86,15 +86,20 @@ class Grant:
     subscribe: tuple[str, ...] = ()
     publish: tuple[str, ...] = ()
     admin: bool = False
-    # ``subscribe`` as a filter, built once: private events ask it per stream.
-    _reads: TopicFilter = field(init=False, repr=False, compare=False)
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "_reads", TopicFilter(self.subscribe))
+    # ``subscribe`` as a filter, built on the first private event that asks
+    # (then once per stream): most streams never get one, and a filter costs
+    # about 440 bytes a stream.
+    _reads: TopicFilter | None = field(init=False, repr=False, compare=False, default=None)
 
     def may_subscribe(self, topic: str) -> bool:
         """Whether a ``subscribe`` pattern matches ``topic`` (empty: none does)."""
-        return bool(self.subscribe) and self._reads.matches(topic)
+        if not self.subscribe:
+            return False
+        reads = self._reads
+        if reads is None:
+            reads = TopicFilter(self.subscribe)
+            object.__setattr__(self, "_reads", reads)
+        return reads.matches(topic)
 
     def may_publish(self, topic: str) -> bool:
         return bool(self.publish) and TopicFilter(self.publish).matches(topic)
