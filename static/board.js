@@ -214,7 +214,8 @@ js.onStatus((status) => {
   $("#conn-mode").textContent = MODE_WORDS[status.mode] || "";
   clearInterval(countdown);
   const detail = $("#conn-detail");
-  detail.textContent = "";
+  detail.textContent = status.background ? "in the background: progress every few seconds" : "";
+  conn.dataset.background = String(Boolean(status.background));
   if (status.retryInMs != null && (status.state === "busy" || status.state === "restarting")) {
     const at = status.since + status.retryInMs;
     const tick = () => {

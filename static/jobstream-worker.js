@@ -6,9 +6,11 @@
  * to every tab's port. The browser keeps it alive while any tab holds it.
  */
 
-import { Hub, JobStore } from "./jobstream.js";
+import { Hub, JobStore, Visibility } from "./jobstream.js";
 
 const ports = new Set();
+// Every tab hidden: the stream goes to the background (?qos=background).
+const visibility = new Visibility((all) => hub?.setBackground(all));
 const store = new JobStore();
 const types = new Set(); // event names the tabs asked for, kept across hub restarts
 let hub = null;
@@ -34,6 +36,7 @@ function startHub() {
     },
   );
   hub.start();
+  if (visibility.all) hub.setBackground(true);
 }
 
 self.onconnect = (e) => {
@@ -55,8 +58,11 @@ self.onconnect = (e) => {
       ports.add(port);
       if (!hub) startHub();
       port.postMessage({ t: "state", jobs: store.list(), lastEventId: store.lastEventId, synced: store.synced, status });
+    } else if (data.t === "visibility") {
+      visibility.set(port, data.hidden);
     } else if (data.t === "bye") {
       ports.delete(port);
+      visibility.drop(port);
       if (ports.size === 0 && hub) {
         // The last tab left (or closed its Jobstream): drop the stream; a
         // tab that comes back resumes from the last id.

@@ -35,6 +35,9 @@
 export const STATES = Object.freeze(["connecting", "live", "reconnecting", "busy", "restarting", "closed"]);
 const CORE_EVENTS = ["snapshot", "job", "reset", "shutdown", "overloaded", "message"];
 const SETTLE_MS = 150;
+// Ids a background stream remembers; past this the catch-up is skipped (the
+// jobs still end up right: the next change of each brings its newest version).
+const MAX_SEEN = 10000;
 const DEFAULTS = Object.freeze({
   url: "/stream",
   topics: ["jobs/*"],
@@ -44,7 +47,44 @@ const DEFAULTS = Object.freeze({
   backoffMaxMs: 30000,
   stableMs: 5000, // a connection open this long resets the backoff
   withCredentials: false, // send cookies to a stream on another origin (CORS, STREAM_ALLOWED_ORIGINS)
+  backgroundWhenHidden: true, // every tab hidden: ?qos=background (progress spaced out, state changes at once)
 });
+
+/**
+ * Which tabs are hidden; calls `onChange(allHidden)` when that flips. Kept
+ * where the connection is (the worker, the leader, a lone tab); a tab that
+ * leaves counts as hidden, so the last visible tab closing sends the stream
+ * to the background.
+ */
+export class Visibility {
+  constructor(onChange) {
+    this.hidden = new Map();
+    this.onChange = onChange;
+    this.all = false;
+  }
+
+  set(who, hidden) {
+    this.hidden.set(who, hidden);
+    this._check();
+  }
+
+  drop(who) {
+    this.hidden.delete(who);
+    this._check();
+  }
+
+  _check() {
+    const all = this.hidden.size > 0 && [...this.hidden.values()].every(Boolean);
+    if (all !== this.all) {
+      this.all = all;
+      this.onChange(all);
+    }
+  }
+}
+
+function pageHidden() {
+  return typeof document !== "undefined" && document.visibilityState === "hidden";
+}
 
 /** Open (or join) the shared stream. Returns a Jobstream. */
 export function connect(options = {}) {
@@ -100,8 +140,11 @@ export class JobStore {
 
   apply(msg) {
     const replaces = msg.type === "snapshot" || msg.type === "reset";
-    if (msg.id && !replaces && this.lastEventId && compareIds(msg.id, this.lastEventId) <= 0) return null;
-    if (msg.id) this.lastEventId = msg.id;
+    // `late`: an event a background stream skipped, replayed after newer ones
+    // (Hub.setBackground); jobs still only move to a newer version.
+    const old = msg.id && this.lastEventId && compareIds(msg.id, this.lastEventId) <= 0;
+    if (old && !replaces && !msg.late) return null;
+    if (msg.id && !old) this.lastEventId = msg.id;
     if (msg.type === "snapshot") {
       const jobs = Array.isArray(msg.data?.jobs) ? msg.data.jobs : [];
       this.jobs = new Map(jobs.filter(isJob).map((j) => [j.id, j]));
@@ -162,6 +205,14 @@ export class Hub {
     this.stableTimer = null;
     this.attempt = 0;
     this.stopped = false;
+    // Background (every tab hidden): `?qos=background`, low events spaced out
+    // by the server. `backgroundFrom`: the id when it began; `seen`: the ids
+    // delivered since, so the catch-up replay delivers only what was skipped.
+    this.background = false;
+    this.backgroundFrom = null;
+    this.seen = null;
+    this.catchUpUntil = null;
+    this.caughtUp = null;
     // Resuming (a leader taking over) is a reconnect, not a first connect.
     const state = this.lastEventId ? "reconnecting" : "connecting";
     this.status = { state, retryInMs: null, attempt: 0, since: Date.now() };
@@ -182,6 +233,36 @@ export class Hub {
     this._setState("closed");
   }
 
+  /**
+   * Every tab hidden (true) or one shown (false). Over SSE a switch is one
+   * reconnect: to the background with `qos=background` from the last id; back
+   * with the id from which it went, so the replay brings every event the
+   * background stream skipped (as `late` messages), and nothing is lost.
+   */
+  setBackground(hidden) {
+    if (hidden === this.background || this.stopped) return;
+    this.background = hidden;
+    if (hidden) {
+      // No id yet (nothing published since the history began): "0-0" replays
+      // it all, or gets a reset and a snapshot once the history moved on.
+      this.backgroundFrom = this.lastEventId || "0-0";
+      this.seen = new Set();
+    } else if (this.backgroundFrom && this.seen && this.seen.size < MAX_SEEN) {
+      this.catchUpUntil = this.lastEventId;
+      this.caughtUp = this.seen;
+      this.lastEventId = this.backgroundFrom;
+    }
+    if (!hidden) this.seen = null;
+    this.status = { ...this.status, background: hidden };
+    this.sink.status(this.status);
+    if (this.es) {
+      this.es.close();
+      this.es = null;
+      clearTimeout(this.timer);
+      this._open();
+    }
+  }
+
   /** Receive events of another name too (tabs ask for theirs). */
   addEventType(type) {
     if (this.types.has(type)) return;
@@ -195,6 +276,7 @@ export class Hub {
     const url = new URL(this.options.url, globalThis.location?.href);
     for (const topic of this.options.topics) url.searchParams.append("topic", topic);
     if (this.lastEventId) url.searchParams.set("last_event_id", this.lastEventId);
+    if (this.background) url.searchParams.set("qos", "background");
     const es = new EventSource(url.href, { withCredentials: Boolean(this.options.withCredentials) });
     this.es = es;
     es.onopen = () => {
@@ -225,8 +307,8 @@ export class Hub {
   _listen(es, type) {
     es.addEventListener(type, (e) => {
       if (es !== this.es) return;
-      if (e.lastEventId) this.lastEventId = e.lastEventId;
       const msg = { type, id: e.lastEventId || null, data: parseData(e.data) };
+      if (!this._track(msg)) return;
       if (type === "shutdown") {
         clearTimeout(this.liveTimer);
         this._setState("restarting", { retryInMs: msg.data?.retry_ms ?? null });
@@ -239,6 +321,24 @@ export class Hub {
         this._refused(Number.isFinite(after) ? after : 0);
       }
     });
+  }
+
+  /** Keep the resume point; during a catch-up, pass on only what was skipped. */
+  _track(msg) {
+    const id = msg.id;
+    if (!id) return true;
+    if (this.catchUpUntil) {
+      if (compareIds(id, this.catchUpUntil) <= 0) {
+        if (this.caughtUp?.has(id)) return false; // delivered while in the background
+        msg.late = true;
+        return true;
+      }
+      this.catchUpUntil = null;
+      this.caughtUp = null;
+    }
+    if (!this.lastEventId || compareIds(id, this.lastEventId) > 0 || msg.type === "snapshot") this.lastEventId = id;
+    if (this.seen && this.seen.size < MAX_SEEN) this.seen.add(id);
+    return true;
   }
 
   _live(es) {
@@ -264,7 +364,7 @@ export class Hub {
   }
 
   _setState(state, extra = {}) {
-    this.status = { state, retryInMs: null, attempt: this.attempt, since: Date.now(), ...extra };
+    this.status = { state, retryInMs: null, attempt: this.attempt, since: Date.now(), background: this.background, ...extra };
     this.sink.status(this.status);
   }
 }
@@ -292,6 +392,23 @@ export class Jobstream {
     if ((mode === "auto" || mode === "worker") && canWorker) this._useWorker(canLocks);
     else if ((mode === "auto" || mode === "locks") && canLocks) this._useLocks();
     else this._useDirect();
+    if (this.options.backgroundWhenHidden && typeof document !== "undefined") this._watchVisibility();
+  }
+
+  /** Tell whoever holds the connection whether this tab is hidden (gone counts as hidden). */
+  _watchVisibility() {
+    const report = () => this._send({ t: "visibility", hidden: pageHidden() });
+    const gone = () => this._send({ t: "visibility", hidden: true });
+    this._reportVisibility = report;
+    document.addEventListener("visibilitychange", report);
+    addEventListener("pagehide", gone);
+    addEventListener("pageshow", report);
+    this._teardown.unshift(() => {
+      document.removeEventListener("visibilitychange", report);
+      removeEventListener("pagehide", gone);
+      removeEventListener("pageshow", report);
+    });
+    report();
   }
 
   /** cb(job) for every job whose topic (`jobs/<id>`) matches, now and on each newer version. */
@@ -350,7 +467,11 @@ export class Jobstream {
       { event: (msg) => this._deliver(msg), status: (s) => this._setStatus({ ...s, mode }) },
     );
     this._hub = hub;
-    this._send = (m) => m.t === "listen" && hub.addEventType(m.type);
+    const seen = new Visibility((all) => hub.setBackground(all));
+    this._send = (m) => {
+      if (m.t === "listen") hub.addEventType(m.type);
+      else if (m.t === "visibility") seen.set(this.tabId, m.hidden);
+    };
     this._teardown.push(() => hub.stop());
     for (const type of this.listeners.keys()) hub.addEventType(type);
     hub.start();
@@ -373,6 +494,7 @@ export class Jobstream {
       this._send = () => {};
       if (canLocks) this._useLocks();
       else this._useDirect();
+      this._reportVisibility?.();
     };
     // A worker that cannot run (no module workers, no EventSource in workers)
     // reports an error or says so; this tab then leads or connects by itself.
@@ -405,8 +527,15 @@ export class Jobstream {
     let release = null;
     let hub = null;
     let leaving = false; // a leader that leaves must not tell the others "closed"
+    let mine = { t: "visibility", hidden: pageHidden() }; // this tab's, for a leader that asks
+    const seen = new Visibility((all) => hub?.setBackground(all));
     const post = (m) => leaving || channel.postMessage(m);
-    this._send = (m) => (hub && m.t === "listen" ? hub.addEventType(m.type) : post({ ...m, from: this.tabId }));
+    this._send = (m) => {
+      if (m.t === "visibility") mine = m;
+      if (hub && m.t === "listen") hub.addEventType(m.type);
+      else if (hub && m.t === "visibility") seen.set(this.tabId, m.hidden);
+      else post({ ...m, from: this.tabId });
+    };
     channel.onmessage = ({ data }) => {
       if (data.to && data.to !== this.tabId) return;
       if (hub) {
@@ -415,9 +544,11 @@ export class Jobstream {
           for (const type of data.events || []) hub.addEventType(type);
           post({ t: "state", to: data.from, ...this._state() });
         } else if (data.t === "listen") hub.addEventType(data.type);
+        else if (data.t === "visibility") seen.set(data.from, data.hidden);
         return;
       }
-      if (data.t === "state" || this.hadState) this._fromHub(data, "follower");
+      if (data.t === "ask-visibility") post({ ...mine, from: this.tabId });
+      else if (data.t === "state" || this.hadState) this._fromHub(data, "follower");
       else if (data.t === "status") hello();
     };
     const hello = () => post({ t: "hello", from: this.tabId, events: this._eventNames() });
@@ -442,6 +573,8 @@ export class Jobstream {
         );
         for (const type of this.listeners.keys()) hub.addEventType(type);
         hub.start();
+        seen.set(this.tabId, mine.hidden);
+        post({ t: "ask-visibility", from: this.tabId }); // a new leader learns the other tabs'
         return new Promise((resolve) => (release = resolve));
       })
       .catch(() => {}); // aborted by close()
