@@ -194,12 +194,33 @@ async function showWho() {
   }
   el.hidden = false;
   el.dataset.signedIn = String(Boolean(me.signed_in));
+  noticeWhoChanged(me);
   if (me.signed_in) {
     el.textContent = me.sub ? `Signed in as ${me.sub}${me.admin ? " (admin)" : ""}` : "Signed in with the operator key";
   } else {
     el.textContent = me.refused === 401 ? "Sign-in expired or invalid: sign in again" : "Not signed in: public jobs only";
   }
 }
+
+// The tabs of this browser share one stream, opened with whoever's cookie
+// was there then. localStorage (shared by the tabs) remembers whom; a tab
+// that finds someone else signed in restarts the shared stream, so no tab
+// shows the previous user's jobs, and the others relabel themselves.
+const WHO_KEY = "jobstream.signedInAs";
+
+function noticeWhoChanged(me) {
+  const who = me.signed_in ? me.sub ?? "(operator)" : "";
+  let before = null;
+  try {
+    before = localStorage.getItem(WHO_KEY);
+    localStorage.setItem(WHO_KEY, who);
+  } catch {
+    return; // storage disabled: the stream changes reader at its token's expiry
+  }
+  if (before !== null && before !== who) js.restart();
+}
+
+addEventListener("storage", (e) => e.key === WHO_KEY && showWho());
 
 showWho();
 

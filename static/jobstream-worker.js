@@ -60,6 +60,8 @@ self.onconnect = (e) => {
       port.postMessage({ t: "state", jobs: store.list(), lastEventId: store.lastEventId, synced: store.synced, status });
     } else if (data.t === "visibility") {
       visibility.set(port, data.hidden);
+    } else if (data.t === "restart") {
+      hub?.restart();
     } else if (data.t === "bye") {
       ports.delete(port);
       visibility.drop(port);

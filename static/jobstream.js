@@ -263,6 +263,24 @@ export class Hub {
     }
   }
 
+  /**
+   * Start over as a new reader: reconnect with no id, so the stream opens
+   * with the new credentials (the cookie of whoever signed in since) and a
+   * snapshot that replaces everything the previous reader saw.
+   */
+  restart() {
+    if (this.stopped) return;
+    this.lastEventId = null;
+    this.catchUpUntil = null;
+    this.caughtUp = null;
+    this.backgroundFrom = this.background ? "0-0" : null;
+    this.seen = this.background ? new Set() : null;
+    if (this.es) this.es.close();
+    this.es = null;
+    clearTimeout(this.timer);
+    this._open();
+  }
+
   /** Receive events of another name too (tabs ask for theirs). */
   addEventType(type) {
     if (this.types.has(type)) return;
@@ -452,6 +470,15 @@ export class Jobstream {
     return this.store.synced;
   }
 
+  /**
+   * Reopen the browser's shared stream as a new reader (every tab gets a
+   * fresh snapshot): call it when your app signed a different user in, so
+   * no tab keeps streaming the previous user's events until their token expires.
+   */
+  restart() {
+    if (!this.closed) this._send({ t: "restart" });
+  }
+
   close() {
     if (this.closed) return;
     this.closed = true;
@@ -471,6 +498,7 @@ export class Jobstream {
     this._send = (m) => {
       if (m.t === "listen") hub.addEventType(m.type);
       else if (m.t === "visibility") seen.set(this.tabId, m.hidden);
+      else if (m.t === "restart") hub.restart();
     };
     this._teardown.push(() => hub.stop());
     for (const type of this.listeners.keys()) hub.addEventType(type);
@@ -534,6 +562,7 @@ export class Jobstream {
       if (m.t === "visibility") mine = m;
       if (hub && m.t === "listen") hub.addEventType(m.type);
       else if (hub && m.t === "visibility") seen.set(this.tabId, m.hidden);
+      else if (hub && m.t === "restart") hub.restart();
       else post({ ...m, from: this.tabId });
     };
     channel.onmessage = ({ data }) => {
@@ -545,6 +574,7 @@ export class Jobstream {
           post({ t: "state", to: data.from, ...this._state() });
         } else if (data.t === "listen") hub.addEventType(data.type);
         else if (data.t === "visibility") seen.set(data.from, data.hidden);
+        else if (data.t === "restart") hub.restart();
         return;
       }
       if (data.t === "ask-visibility") post({ ...mine, from: this.tabId });
