@@ -41,6 +41,8 @@ class Client:
     # None for an anonymous stream, ``server.tokens.OPERATOR`` for API_TOKEN.
     # The stream ends at ``grant.exp``.
     grant: Grant | None = None
+    # "sse" (GET /stream) or "ws" (GET /ws, streaming.transport.websocket).
+    transport: str = "sse"
 
     @classmethod
     def create(
@@ -102,6 +104,7 @@ class Client:
             "connected_at": self.connected_at,
             "topics": list(self.topics.patterns),
             "sub": (self.grant.sub or None) if self.grant is not None else None,  # OPERATOR's is ""
+            "transport": self.transport,
             "qos": "background" if writer.spacing is not None else "foreground",
             "events_sent": writer.events_sent,
             "queue_depth": writer.queue.qsize(),

@@ -317,6 +317,11 @@ class Registry:
             "draining": self.draining,
             "dropped": self.dropped,
             "conflated": retired_conflated + sum(c.writer.conflated for c in clients),
+            # This worker's streams by transport (SSE, WebSocket).
+            "by_transport": {
+                "sse": sum(c.transport == "sse" for c in clients),
+                "ws": sum(c.transport == "ws" for c in clients),
+            },
             **counters,
         }
         if instance and self.admission is not None:

@@ -62,6 +62,13 @@ class TopicFilter:
         # "*" alone (an empty prefix) is the same as no filter.
         self.everything = not self.patterns or "" in self.prefixes
 
+    @classmethod
+    def nothing(cls) -> TopicFilter:
+        """A filter no topic matches: a WebSocket before its first subscribe."""
+        none = cls(("-",))
+        none.patterns, none.exact, none.prefixes = (), frozenset(), ()
+        return none
+
     def matches(self, topic: str) -> bool:
         if self.everything or topic in self.exact:
             return True

@@ -33,6 +33,7 @@ from streaming.core.reasons import RefusalReason
 from streaming.core.topics import TopicFilter, check_topic
 from streaming.ops import metrics
 from streaming.ops.service import ShuttingDown, StreamingService
+from streaming.transport import websocket
 from streaming.transport.connect import (
     background,
     begin_stream,
@@ -61,6 +62,7 @@ def init_app(app: Flask, service: StreamingService) -> None:
     app.register_blueprint(bp)
     admin.init_app(app, service)
     metrics.init_app(app, service)
+    websocket.init_app(app, service)
 
     @app.errorhandler(BrokerUnavailable)
     def _unavailable(exc: BrokerUnavailable) -> Response:
@@ -241,6 +243,7 @@ def health() -> tuple[Response, int]:
             "stale": stats["stale"],
             "dropped": stats["dropped"],
             "conflated": stats["conflated"],
+            "by_transport": stats["by_transport"],
         },
         "jobs": jobs,
         "broker": "up" if broker_up else "down",

@@ -38,7 +38,7 @@ THIRD_PARTY: dict[str, frozenset[str]] = {
     "streaming.core": frozenset({"gevent"}),
     "streaming.scaleout": frozenset({"redis"}),
     "streaming.ops": frozenset({"flask", "prometheus_client", "gevent"}),
-    "streaming.transport": frozenset({"flask", "werkzeug", "gevent"}),
+    "streaming.transport": frozenset({"flask", "werkzeug", "gevent", "flask_sock", "simple_websocket", "wsproto"}),
     "jobs": frozenset({"flask", "werkzeug", "redis", "prometheus_client", "gevent"}),
     "board": frozenset({"flask"}),
     "streaming": frozenset({"flask"}),
