@@ -52,7 +52,9 @@ const shown = new Set(Object.keys(STATUS_WORDS)); // all statuses by default
 // your own, which cannot be published under the reserved jobs/ prefix.
 const query = new URLSearchParams(location.search);
 const mode = query.get("mode") || "auto";
-const js = connect({ url: "/stream", topics: ["jobs/*", ...query.getAll("topic")], mode });
+// ?transport=ws|auto picks the WebSocket (GET /ws) instead of SSE.
+const transport = query.get("transport") || "sse";
+const js = connect({ url: "/stream", topics: ["jobs/*", ...query.getAll("topic")], mode, transport });
 window.jobstream = js; // for the console and the tests
 
 // -- rendering -----------------------------------------------------------

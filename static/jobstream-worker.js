@@ -21,9 +21,9 @@ function broadcast(message) {
 }
 
 function startHub() {
-  const [url, topics] = JSON.parse(self.name.slice("jobstream:".length));
+  const [url, topics, wire = {}] = JSON.parse(self.name.slice("jobstream:".length));
   hub = new Hub(
-    { url, topics, lastEventId: store.lastEventId, events: [...types] },
+    { url, topics, ...wire, lastEventId: store.lastEventId, events: [...types] },
     {
       event(msg) {
         if (store.apply(msg) === null) return;

@@ -48,6 +48,8 @@ const DEFAULTS = Object.freeze({
   stableMs: 5000, // a connection open this long resets the backoff
   withCredentials: false, // send cookies to a stream on another origin (CORS, STREAM_ALLOWED_ORIGINS)
   backgroundWhenHidden: true, // every tab hidden: ?qos=background (progress spaced out, state changes at once)
+  transport: "sse", // "sse" | "ws" (GET /ws, JSON messages) | "auto" (WebSocket, SSE if it cannot open)
+  wsUrl: null, // default: `url` with its last path segment "ws", on ws: or wss:
 });
 
 /**
@@ -255,6 +257,12 @@ export class Hub {
     if (!hidden) this.seen = null;
     this.status = { ...this.status, background: hidden };
     this.sink.status(this.status);
+    if (this.socket && this.socket.readyState === 1) {
+      // Over a WebSocket: say so, and (back in front) resume from where it went.
+      this.socket.send(JSON.stringify({ type: "visibility", hidden }));
+      if (!hidden && this.catchUpUntil) this._subscribe(this.socket);
+      return;
+    }
     if (this.es) {
       this.es.close();
       this.es = null;
@@ -285,12 +293,17 @@ export class Hub {
   addEventType(type) {
     if (this.types.has(type)) return;
     this.types.add(type);
-    if (this.es) this._listen(this.es, type);
+    if (this.es && !this.socket) this._listen(this.es, type);
   }
 
   _open() {
     this.timer = null;
     if (this.stopped) return;
+    const transport = this.options.transport;
+    if ((transport === "ws" || (transport === "auto" && !this.wsFailed)) && typeof WebSocket === "function") {
+      return this._openSocket();
+    }
+    this.socket = null;
     const url = new URL(this.options.url, globalThis.location?.href);
     for (const topic of this.options.topics) url.searchParams.append("topic", topic);
     if (this.lastEventId) url.searchParams.set("last_event_id", this.lastEventId);
@@ -339,6 +352,83 @@ export class Hub {
         this._refused(Number.isFinite(after) ? after : 0);
       }
     });
+  }
+
+  // -- over a WebSocket (GET /ws) ------------------------------------------
+
+  _openSocket() {
+    const url = new URL(this.options.wsUrl || this.options.url, globalThis.location?.href);
+    if (!this.options.wsUrl) url.pathname = url.pathname.replace(/[^/]*$/, "ws");
+    url.protocol = url.protocol === "https:" ? "wss:" : "ws:";
+    const ws = new WebSocket(url.href);
+    this.es = ws; // the one connection, whichever kind: closed before the next is made
+    this.socket = ws;
+    let opened = false;
+    ws.onopen = () => {
+      if (ws !== this.es) return;
+      opened = true;
+      if (this.background) ws.send(JSON.stringify({ type: "visibility", hidden: true }));
+      this._subscribe(ws);
+      clearTimeout(this.stableTimer);
+      this.stableTimer = setTimeout(() => (this.attempt = 0), this.options.stableMs);
+    };
+    ws.onmessage = (e) => {
+      if (ws !== this.es) return;
+      let m;
+      try {
+        m = JSON.parse(e.data);
+      } catch {
+        return;
+      }
+      if (m.type === "pong") return this._live(ws);
+      if (m.type === "error") return console.warn("jobstream: the server refused a message:", m.error);
+      const type = m.type === "event" ? m.event : m.type;
+      const msg = { type, id: m.id || null, data: m.data ?? null };
+      if (!this._track(msg) || (m.type === "event" && !this.types.has(type))) return;
+      this._live(ws);
+      this.sink.event(msg);
+    };
+    ws.onclose = (e) => {
+      if (ws !== this.es) return;
+      this.es = null;
+      clearTimeout(this.stableTimer);
+      if (!opened && this.options.transport === "auto") this.wsFailed = true; // SSE from now on
+      this._socketClosed(e.code, e.reason);
+    };
+  }
+
+  _subscribe(ws) {
+    const message = { type: "subscribe", topics: this.options.topics };
+    if (this.lastEventId) message.last_event_id = this.lastEventId;
+    ws.send(JSON.stringify(message));
+    ws.send(JSON.stringify({ type: "ping" })); // its pong says "live"
+  }
+
+  /** What a close code means for the next attempt (docs/websocket.md). */
+  _socketClosed(code, reason) {
+    let hint = null;
+    try {
+      hint = JSON.parse(reason).retry_ms ?? null;
+    } catch {
+      // a plain-text reason
+    }
+    if (this.stopped) return;
+    if (code === 1012) {
+      this._setState("restarting", { retryInMs: hint });
+      this.timer = setTimeout(() => this._open(), hint ?? this.options.backoffBaseMs);
+    } else if (code === 1013) {
+      this._refused(hint ?? 0);
+    } else if (code === 4008 || code === 4001) {
+      // Evicted (resume where it stopped) or token expired (the page's fresh cookie): at once.
+      this._setState("reconnecting");
+      this.timer = setTimeout(() => this._open(), 0);
+    } else {
+      // A network error or a close: back off, then resume by id.
+      const delay = backoffDelay(this.attempt, this.options.backoffBaseMs, this.options.backoffMaxMs);
+      this.attempt += 1;
+      this._setState("reconnecting", { retryInMs: delay });
+      this.timer = setTimeout(() => this._open(), delay);
+    }
   }
 
   /** Keep the resume point; during a catch-up, pass on only what was skipped. */
@@ -393,7 +483,9 @@ export class Jobstream {
     this.options = { ...DEFAULTS, ...options };
     this.options.url = new URL(this.options.url, location.href).href;
     this.options.topics = [...this.options.topics].sort();
-    this.key = `jobstream:${JSON.stringify([this.options.url, this.options.topics])}`;
+    // The worker's name: what its one connection is (it builds its Hub from it).
+    const wire = { transport: this.options.transport, wsUrl: this.options.wsUrl, withCredentials: this.options.withCredentials };
+    this.key = `jobstream:${JSON.stringify([this.options.url, this.options.topics, wire])}`;
     this.tabId = `${Date.now().toString(36)}-${Math.random().toString(36).slice(2)}`;
     this.store = new JobStore();
     this.subs = new Set();
