@@ -8,6 +8,7 @@ if it came from X-Forwarded-For through ProxyFix.
 
 from __future__ import annotations
 
+import json
 import socket
 import ssl
 import subprocess
@@ -18,6 +19,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from websockets.sync.client import connect
 
 from tests.support.nginx import NginxProcess
 from tests.support.server import ROOT, ServerProcess
@@ -209,3 +211,19 @@ def test_the_shipped_file_passes_nginx_t_and_drift_is_refused(tmp_path: Path) ->
     assert "test is successful" in checked.stderr
     drift = subprocess.run([*run, "--check", "--set", "no_such_directive=1"], cwd=ROOT, capture_output=True, text=True)
     assert drift.returncode != 0 and "no_such_directive" in drift.stderr
+
+
+@pytest.mark.timeout(30)
+def test_a_websocket_through_nginx_gets_events_and_keeps_the_clients_address(
+    stack: tuple[ServerProcess, NginxProcess],
+) -> None:
+    server, nginx = stack
+    with connect(f"ws://127.0.0.1:{nginx.http_port}/ws", open_timeout=5) as ws:
+        ws.send(json.dumps({"type": "subscribe", "topics": ["ngx/ws"]}))
+        ws.send(json.dumps({"type": "ping"}))
+        assert json.loads(ws.recv(timeout=5)) == {"type": "pong"}
+        event_id = server.publish("ngx/ws", {"through": "nginx"})
+        got = json.loads(ws.recv(timeout=5))
+        assert (got["id"], got["data"]) == (event_id, {"through": "nginx"})
+        ws_clients = [c for c in server.http.get("/admin/clients").json()["clients"] if c["transport"] == "ws"]
+        assert [c["ip"] for c in ws_clients] == ["127.0.0.1"]  # the client's, not nginx's 127.0.0.2
