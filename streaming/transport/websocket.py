@@ -77,6 +77,10 @@ def init_app(app: Flask, svc: StreamingService) -> None:
     def _refuse_before_the_upgrade() -> Any:
         if request.path != PATH:
             return None
+        if "websocket" not in request.headers.get("Upgrade", "").lower():
+            return error_response(
+                426, "upgrade required: /ws speaks WebSocket only; use /stream for SSE", {"Upgrade": "websocket"}
+            )
         if not _same_origin_or_allowed(svc):
             # Browsers send cookies with a WebSocket from any page and no CORS
             # applies: without this check another site could read a signed-in

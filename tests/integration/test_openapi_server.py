@@ -32,13 +32,15 @@ def test_the_served_spec_is_the_file(shared_server: ServerProcess) -> None:
 @pytest.mark.slow
 def test_schemathesis_finds_no_5xx_and_no_response_off_spec(start_server: StartServer, tmp_path: Path) -> None:
     # With a token set, so the auth checks (401 without it) run too. /stream
-    # never ends, so it is left out; tests/integration/test_stream.py covers its responses.
+    # never ends and /ws needs a WebSocket client, so both are left out;
+    # test_stream.py and test_websocket.py cover their responses.
     # STREAM_AUTH=optional: "private": true is valid input only with stream tokens on.
     server = start_server({"API_TOKEN": "fuzz-token", "JWT_SECRET": SECRET, "STREAM_AUTH": "optional"})
     command = [
         *SCHEMATHESIS, "--config-file", str(Path(__file__).with_name("schemathesis.toml")),
         "run", server.url("/openapi.json"),
         "--exclude-path", "/stream",
+        "--exclude-path", "/ws",
         "--header", "Authorization: Bearer fuzz-token",
         "--checks", "all",
         "--max-examples", "25",

@@ -48,8 +48,11 @@ def _as(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
 
 
-ALICE_T, BOB_T = mint(sub="alice", subscribe=["jobs/*"]), mint(sub="bob", subscribe=["jobs/*"])
-ADMIN_T = mint(sub="root", admin=True)
+# Minted at import, so they must outlive a full suite run (mint's default is 5 min).
+DAY = 24 * 3600
+ALICE_T = mint(sub="alice", subscribe=["jobs/*"], ttl=DAY)
+BOB_T = mint(sub="bob", subscribe=["jobs/*"], ttl=DAY)
+ADMIN_T = mint(sub="root", admin=True, ttl=DAY)
 
 
 def _create(http: FlaskClient, headers: dict[str, str], **body: Any) -> dict[str, Any]:
