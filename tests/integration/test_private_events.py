@@ -18,12 +18,14 @@ from tests.support.tokens import SECRET, mint
 API_TOKEN = "operator-key-for-tests"
 TOPIC = "chat/alice/1"
 # Who opens a stream, how, and whether a private event on TOPIC reaches it.
+# Minted at import, so they must outlive a full suite run (mint's default is 5 min).
+DAY = 24 * 3600
 READERS: dict[str, tuple[dict[str, str], bool]] = {
     "anonymous": ({}, False),
-    "alice": ({"Authorization": f"Bearer {mint(sub='alice', subscribe=['chat/alice/*', 'news'])}"}, True),
+    "alice": ({"Authorization": f"Bearer {mint(sub='alice', subscribe=['chat/alice/*', 'news'], ttl=DAY)}"}, True),
     # reads news and chat/bob/*, not chat/alice/*
-    "bob": ({"Authorization": f"Bearer {mint(sub='bob', subscribe=['chat/bob/*', 'news'])}"}, False),
-    "admin": ({"Authorization": f"Bearer {mint(sub='root', subscribe=['*'], admin=True)}"}, True),
+    "bob": ({"Authorization": f"Bearer {mint(sub='bob', subscribe=['chat/bob/*', 'news'], ttl=DAY)}"}, False),
+    "admin": ({"Authorization": f"Bearer {mint(sub='root', subscribe=['*'], admin=True, ttl=DAY)}"}, True),
     "operator": ({"Authorization": f"Bearer {API_TOKEN}"}, True),
 }
 
