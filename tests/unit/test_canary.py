@@ -267,3 +267,29 @@ def test_health_turns_503_degraded_after_three_missed_canaries(tmp_path: Path) -
     finally:
         svc.shutdown(drain_seconds=0)
         svc.close()
+
+
+def test_the_loop_runs_in_a_real_thread_and_stops_at_once() -> None:
+    # Unpatched here; tests/integration/test_canary_server.py runs it in a gevent worker.
+    import threading
+
+    registry = make_registry()
+    broker = MemoryBroker(registry, history_size=10)
+    back = threading.Event()
+
+    class Back(Observer):
+        def canary_arrived(self, seconds: float) -> None:
+            back.set()
+
+    hooks = Hooks()
+    hooks.add(Back())
+    canary = Canary(broker, 0.01, hooks)
+    registry.listen_internal(canary.arrived)
+    canary.start()
+    try:
+        assert back.wait(5), "no canary came back"
+        assert canary.status().ok and canary.status().last_seconds is not None
+    finally:
+        started = time.monotonic()
+        canary.stop()
+        assert time.monotonic() - started < 1.0
