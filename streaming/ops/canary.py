@@ -13,7 +13,7 @@ A canary is *missed* when it is not back by the time the next one is sent
 (one interval later; a publish that failed is a miss too). One back in time
 clears the run of misses; a late one is still timed (the histogram shows how
 late) but clears nothing. If the loop itself stops ticking for
-``MISSES_DEGRADED + 1`` intervals, the canary is not ok either. Before the
+``MISSES_DEGRADED + 1`` intervals (and ``STALL_GRACE_SECONDS``), the canary is not ok either. Before the
 first canary is due nothing can have been missed: a worker that just started
 is ok, so a load balancer sees no flapping at start-up.
 
@@ -44,6 +44,9 @@ CANARY_EVENT = "canary"
 MISSES_DEGRADED = 3
 # Canaries remembered, so one back late is still timed.
 PENDING_KEPT = 8
+# A tick may wait out a broker timeout (Redis: 1 s) before the next can
+# start; a loop is stalled only past that too, so a short interval does not flap.
+STALL_GRACE_SECONDS = 2.0
 
 
 @dataclass(frozen=True)
@@ -171,5 +174,5 @@ class Canary:
             missed, last, ticked, started = self.missed, self.last_seconds, self._last_tick, self._started_at
         since = ticked if ticked is not None else started
         # The loop stopped ticking (before it ever ticked: since start-up).
-        stalled = since is not None and now - since > (MISSES_DEGRADED + 1) * self.interval
+        stalled = since is not None and now - since > (MISSES_DEGRADED + 1) * self.interval + STALL_GRACE_SECONDS
         return CanaryStatus(True, missed < MISSES_DEGRADED and not stalled, last, missed)

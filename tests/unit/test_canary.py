@@ -23,7 +23,7 @@ from streaming.core.events import PUBLIC, Delivery, Event
 from streaming.core.registry import Registry
 from streaming.core.topics import TopicFilter
 from streaming.core.writer import StreamWriter
-from streaming.ops.canary import CANARY_TOPIC, MISSES_DEGRADED, Canary
+from streaming.ops.canary import CANARY_TOPIC, MISSES_DEGRADED, STALL_GRACE_SECONDS, Canary
 from streaming.ops.metrics import metrics_of
 from streaming.ops.observers import Hooks, Observer
 from streaming.ops.service import StreamingService
@@ -148,9 +148,12 @@ def test_ok_before_the_first_canary_is_due_and_not_ok_once_the_loop_stalls() -> 
     canary, _broker, _recorder = held_canary(clock)
     status = canary.status(clock.now)
     assert (status.ok, status.missed, status.last_seconds) == (True, 0, None)
-    # No tick for MISSES_DEGRADED + 1 intervals: the loop itself is stuck.
-    assert canary.status(clock.now + (MISSES_DEGRADED + 1) * INTERVAL).ok
-    assert not canary.status(clock.now + (MISSES_DEGRADED + 1) * INTERVAL + 0.01).ok
+    # No tick for MISSES_DEGRADED + 1 intervals and the grace: the loop itself is stuck.
+    stuck = (MISSES_DEGRADED + 1) * INTERVAL + STALL_GRACE_SECONDS
+    assert canary.status(clock.now + stuck).ok
+    assert not canary.status(clock.now + stuck + 0.01).ok
+    canary.tick(clock.now + stuck)
+    assert canary.status(clock.now + stuck + 0.01).ok
 
 
 def test_another_workers_canary_is_ignored() -> None:
