@@ -86,6 +86,14 @@ class Settings:
         parsers.non_negative_int,
         "The `retry:` (milliseconds) every stream opens with: how long a browser waits before it reconnects.",
     )
+    canary_seconds: float = _field(
+        "STREAM_CANARY_INTERVAL",
+        2.0,
+        parsers.non_negative_seconds,
+        "Seconds between two canaries: each worker publishes a tiny event on the internal topic"
+        " `jobstream/canary` and times it back through its own fan-out (with Redis, through the broker)."
+        " Three missed in a row turn `/health` `503` `degraded`. 0 turns the canary off.",
+    )
     # Delivery: history, reconnect spreading, soft rejection.
     history_size: int = _field(
         "STREAM_HISTORY_SIZE",

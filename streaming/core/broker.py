@@ -16,7 +16,11 @@ from streaming.core.events import PUBLIC, Delivery, Event
 from streaming.core.history import History, Reader, SqliteHistory
 from streaming.core.ids import IdGenerator, Key, format_id
 from streaming.core.registry import Registry
-from streaming.core.topics import TopicFilter
+from streaming.core.topics import TopicFilter, is_internal
+
+# The id of every event on an internal topic (the canary): it takes no id
+# from the sequence and is never written to a stream, so none is needed.
+INTERNAL_ID = "0-0"
 
 
 class BrokerUnavailable(Exception):
@@ -29,7 +33,10 @@ class Broker(Protocol):
     def stop(self) -> None: ...
 
     def publish(self, topic: str, event: str, data: str, delivery: Delivery = PUBLIC) -> Event:
-        """Assign an id, record in history, deliver to local clients. Thread-safe."""
+        """Assign an id, record in history, deliver to local clients. Thread-safe.
+
+        An internal topic (``streaming.core.topics.is_internal``) is delivered
+        to the registry's internal listeners only and kept out of the history."""
         ...
 
     def attach_peers(self, peers: Any) -> None:
@@ -82,6 +89,13 @@ class MemoryBroker:
         pass  # one process: nobody else to wait for
 
     def publish(self, topic: str, event: str, data: str, delivery: Delivery = PUBLIC) -> Event:
+        if is_internal(topic):
+            # Same lock and fan-out as any event (what the canary times), but
+            # no id from the sequence and no history: replay never sees it.
+            with self._lock:
+                ev = Event.create(INTERNAL_ID, topic, event, data, delivery)
+                self.registry.fanout(ev)
+            return ev
         with self._lock:
             ev = Event.create(format_id(self._ids.next()), topic, event, data, delivery)
             if self._store is not None:

@@ -24,7 +24,7 @@ from collections.abc import Callable, Iterable
 from server.sqlite import connect, patiently
 from streaming.core.events import Delivery, Event
 from streaming.core.ids import Key, format_id
-from streaming.core.topics import TopicFilter
+from streaming.core.topics import TopicFilter, is_internal
 
 EXPIRED = "expired"
 UNKNOWN = "unknown"
@@ -43,8 +43,15 @@ Reader = Callable[[Event], bool]
 
 def visible(events: Iterable[Event], topics: TopicFilter, may_read: Reader | None) -> list[Event]:
     """``events`` a reader gets: matching ``topics``; private ones only if
-    ``may_read`` says so (no reader: none)."""
-    return [e for e in events if topics.matches(e.topic) and (not e.private or (may_read is not None and may_read(e)))]
+    ``may_read`` says so (no reader: none); internal ones never (none is
+    stored, but a stream entry written by another program could be one)."""
+    return [
+        e
+        for e in events
+        if topics.matches(e.topic)
+        and not is_internal(e.topic)
+        and (not e.private or (may_read is not None and may_read(e)))
+    ]
 
 
 _INSERT = (

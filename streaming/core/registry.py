@@ -24,6 +24,7 @@ from typing import Any, Protocol
 from streaming.core.client import Client
 from streaming.core.events import Event
 from streaming.core.reasons import CloseReason, RefusalReason
+from streaming.core.topics import INTERNAL_TOPIC_PREFIX
 from streaming.core.writer import DROPPED, KEEPALIVE, WRITTEN, DirectBudget
 
 Clock = Callable[[], float]
@@ -99,6 +100,8 @@ class Registry:
         self._retired_conflated = 0
         self.budget = DirectBudget(clock)
         self.dropped = 0  # buffer-full puts; fan-out only (one writer per process)
+        # Who hears the server's own events (``listen_internal``); no stream does.
+        self._internal: tuple[Callable[[Event], None], ...] = ()
 
     # -- membership -------------------------------------------------------
 
@@ -176,6 +179,11 @@ class Registry:
 
     # -- delivery -----------------------------------------------------------
 
+    def listen_internal(self, listener: Callable[[Event], None]) -> None:
+        """Hand every event on an internal topic (``INTERNAL_TOPIC_PREFIX``) to
+        ``listener`` instead of the streams; it runs inside ``fanout`` and must not block."""
+        self._internal = (*self._internal, listener)
+
     def fanout(self, event: Event) -> int:
         """Offer ``event`` to every matching stream's writer without ever waiting.
 
@@ -183,7 +191,13 @@ class Registry:
         A full buffer drops the event for that stream and flags a gap, which
         its generator heals from history; a buffer full for longer than the
         send timeout gets the stream evicted. Returns the number delivered.
+        An event on an internal topic reaches no stream, whatever its filter
+        (``topic=*`` included): only the ``listen_internal`` listeners.
         """
+        if event.topic.startswith(INTERNAL_TOPIC_PREFIX):
+            for listener in self._internal:
+                listener(event)
+            return 0
         delivered = wrote = 0
         now = self.clock()
         direct = self.budget.available(now)

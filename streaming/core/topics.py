@@ -19,6 +19,9 @@ MAX_PATTERN_LENGTH = 200
 # ``jobs/<id>`` through StreamingService.publish, which checks nothing); a
 # publisher may not write there, or it could rewrite a job on every board.
 RESERVED_TOPIC_PREFIX = "jobs/"
+# The server's own topics (the canary, streaming/ops/canary.py): never
+# published by a client, never offered to a stream, never in the history.
+INTERNAL_TOPIC_PREFIX = "jobstream/"
 
 
 _CONTROL = re.compile(r"[\r\n\0]")
@@ -27,7 +30,8 @@ _CONTROL = re.compile(r"[\r\n\0]")
 def check_topic(topic: Any) -> str:
     """A topic a publisher may use; ``ValueError`` naming the rule otherwise.
 
-    Topics under ``RESERVED_TOPIC_PREFIX`` are refused: only the jobs package writes there.
+    Topics under ``RESERVED_TOPIC_PREFIX`` are refused: only the jobs package
+    writes there; so are those under ``INTERNAL_TOPIC_PREFIX``: only the server.
     """
     if not isinstance(topic, str) or not topic.strip():
         raise ValueError("topic must be a non-empty string")
@@ -36,7 +40,14 @@ def check_topic(topic: Any) -> str:
     check_text("topic", topic)
     if topic.startswith(RESERVED_TOPIC_PREFIX):
         raise ValueError(f"topics under {RESERVED_TOPIC_PREFIX!r} are reserved for the jobs API (POST /jobs)")
+    if is_internal(topic):
+        raise ValueError(f"topics under {INTERNAL_TOPIC_PREFIX!r} are reserved for the server itself")
     return topic
+
+
+def is_internal(topic: str) -> bool:
+    """A topic of the server's own (``INTERNAL_TOPIC_PREFIX``): no stream ever gets it."""
+    return topic.startswith(INTERNAL_TOPIC_PREFIX)
 
 
 def check_pattern(pattern: str) -> str:

@@ -47,6 +47,9 @@ REPLAY_TRIGGERS = ("reconnect", "overflow")
 # Publish = id + history append + fan-out to every local queue: microseconds
 # to a few milliseconds; the top buckets catch a stalled history write.
 LATENCY_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
+# Canary round trips: microseconds embedded, a millisecond or two through
+# Redis; the top buckets catch a stalled reader (a miss is one interval late).
+CANARY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 CLOSE_REASONS = (
     CloseReason.CLIENT,
     CloseReason.EVICTED,
@@ -111,6 +114,31 @@ class Metrics(Observer):
             buckets=LATENCY_BUCKETS,
             registry=reg,
         )
+        self.canary_delivery = Histogram(
+            "jobstream_canary_delivery_seconds",
+            "Time from a worker's canary publish to its arrival through the same worker's fan-out.",
+            buckets=CANARY_BUCKETS,
+            registry=reg,
+        )
+        self.canary_misses = Counter(
+            "jobstream_canary_missed",
+            "Canaries not back through the fan-out when the next was due (streaming/ops/canary.py).",
+            registry=reg,
+        )
+        # Set by every worker (``gauges``): the instance's limit is the largest
+        # (they are all equal), the broker is up only if every worker's reader is.
+        self.max_connections = Gauge(
+            "jobstream_connections_max",
+            "STREAM_MAX_CONNECTIONS: open streams allowed per instance.",
+            multiprocess_mode="livemax",
+            registry=reg,
+        )
+        self.broker_up = Gauge(
+            "jobstream_broker_up",
+            "1 while the broker takes events (Redis reachable; always 1 embedded), 0 otherwise.",
+            multiprocess_mode="livemin",
+            registry=reg,
+        )
         # Every label value exists from the start, so rates work from zero.
         for refusal in RefusalReason:
             self.rejected.labels(refusal)
@@ -148,6 +176,17 @@ class Metrics(Observer):
     def reset(self, reason: str) -> None:
         self.resets.labels(_bounded(reason, RESET_REASONS)).inc()
 
+    def canary_arrived(self, seconds: float) -> None:
+        self.canary_delivery.observe(seconds)
+
+    def canary_missed(self) -> None:
+        self.canary_misses.inc()
+
+    def gauges(self, service: StreamingService) -> None:
+        """This worker's view of its limit and its broker (every sync and scrape)."""
+        self.max_connections.set(service.registry.max_connections)
+        self.broker_up.set(1 if service.broker.healthy else 0)
+
     def sync(self, registry: Registry) -> None:
         """Copy this worker's exact delivered/dropped/conflated totals (they only grow).
 
@@ -181,10 +220,12 @@ class _Syncer(Observer):
         while not stop.wait(SYNC_SECONDS):
             try:
                 self.metrics.sync(self.service.registry)
+                self.metrics.gauges(self.service)
             except Exception:
                 log.exception("metrics sync failed; will retry")
 
     def started(self) -> None:
+        self.metrics.gauges(self.service)
         self._loop.start()
 
     def stopping(self) -> None:
@@ -212,5 +253,6 @@ def scrape() -> Response:
     metrics = metrics_of(current_app)
     service: StreamingService = current_app.extensions[EXTENSION_SERVICE]
     metrics.sync(service.registry)
+    metrics.gauges(service)
     body = generate_latest(metrics.exposed)
     return Response(body, content_type=CONTENT_TYPE_LATEST)

@@ -26,7 +26,18 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("jobstream.streaming")
 
-HOOKS = ("admitted", "closed", "published", "replayed", "reset", "job_finished", "started", "stopping")
+HOOKS = (
+    "admitted",
+    "closed",
+    "published",
+    "replayed",
+    "reset",
+    "job_finished",
+    "canary_arrived",
+    "canary_missed",
+    "started",
+    "stopping",
+)
 
 
 class Observer:
@@ -49,6 +60,12 @@ class Observer:
 
     def job_finished(self, status: str, seconds: float) -> None:
         """A job reached a final status after running ``seconds``."""
+
+    def canary_arrived(self, seconds: float) -> None:
+        """This worker's canary came back through its fan-out after ``seconds`` (late ones too)."""
+
+    def canary_missed(self) -> None:
+        """A canary was not back when the next one was due (``streaming.ops.canary``)."""
 
     def started(self) -> None:
         """The worker's service started (after gevent patched): start background work."""

@@ -26,6 +26,7 @@ from streaming.core.history import SqliteHistory
 from streaming.core.reasons import NOT_KEEPING_UP, CloseReason, RefusalReason
 from streaming.core.registry import Admission, Registry
 from streaming.core.topics import TopicFilter
+from streaming.ops.canary import Canary
 from streaming.ops.cleanup import Cleaner
 from streaming.ops.observers import Hooks, Observer
 
@@ -85,6 +86,10 @@ class StreamingService:
         self.cleaner = Cleaner(
             self.registry, settings.cleanup_seconds, clock, keepalive_seconds=settings.keepalive_seconds
         )
+        # Its own clock, not ``clock``: tests that move the service's clock
+        # (sweeps, token expiry) must not make the canary look stalled.
+        self.canary = Canary(self.broker, settings.canary_seconds, self.hooks)
+        self.registry.listen_internal(self.canary.arrived)
         self.jobs: JobView | None = None
         self._lock = threading.Lock()
         self._started = False
@@ -196,6 +201,7 @@ class StreamingService:
             self._started = True
         self.broker.start()
         self.cleaner.start()
+        self.canary.start()
         # A hook that fails (e.g. Redis down while this worker boots) must
         # not stop the worker from serving streams: gunicorn would take a
         # failed boot as fatal and stop the whole instance.
@@ -232,6 +238,7 @@ class StreamingService:
         )
         self.hooks.call("stopping")
         self.cleaner.stop()
+        self.canary.stop()
         if window > 0 and len(clients) > 1:
             closer = threading.Thread(
                 target=self._close_spread, args=(clients, window), name="jobstream-drain", daemon=True
@@ -269,6 +276,7 @@ class StreamingService:
         """Stop for good: refuse new writes, let those under way finish, close the broker."""
         self.mark_draining()
         self._stats_copier.stop()
+        self.canary.stop()
         if not self._settle(settle_seconds):
             log.warning("closing with writes under way", extra={"event": "close_writes_pending"})
         self.broker.stop()

@@ -35,6 +35,10 @@ fail, publish and replay raise ``BrokerUnavailable`` at once until it
 reconnects; a stream that needed replay then ends with ``retry:`` and keeps
 its ``Last-Event-ID`` for the next attempt (``streaming.transport.stream``).
 
+Canaries (internal topics, ``streaming.ops.canary``) go to ``<key>:canary``,
+read by the same ``XREAD``: they take no place in the replay window, and a
+publish of one does not wait for the readers.
+
 The connection pool is made on first use inside the worker, after gevent
 patched sockets; nothing here runs at import or in the gunicorn master.
 """
@@ -57,7 +61,7 @@ from streaming.core.events import PUBLIC, Delivery, Event
 from streaming.core.history import EXPIRED, UNKNOWN, Reader, ReplayGap, visible
 from streaming.core.ids import Key, format_id, parse_id
 from streaming.core.registry import Registry
-from streaming.core.topics import TopicFilter
+from streaming.core.topics import TopicFilter, is_internal
 
 log = logging.getLogger("jobstream.redis")
 
@@ -83,6 +87,7 @@ BACKOFF_MAX_SECONDS = 1.0
 # A reader that lags (a burst, a short outage) must find its entries still
 # there, even with STREAM_HISTORY_SIZE=0.
 MIN_RETAINED = 100
+CANARY_RETAINED = 100  # canaries kept: each worker reads its own back at once
 
 
 def connect(url: str) -> redis.Redis:
@@ -113,6 +118,7 @@ class RedisPublisher:
         self.history_size = history_size
         self.key = key
         self.maxlen = max(history_size, MIN_RETAINED)
+        self.canary_key = f"{key}:canary"
         self._client: redis.Redis | None = None
         self._client_lock = threading.Lock()
 
@@ -133,7 +139,8 @@ class RedisPublisher:
         if delivery.low:
             fields[LOW_FIELD] = delivery.conflate or ""
         try:
-            entry_id = self.redis.xadd(self.key, fields, maxlen=self.maxlen, approximate=True)  # type: ignore[arg-type]
+            key, maxlen = (self.canary_key, CANARY_RETAINED) if is_internal(topic) else (self.key, self.maxlen)
+            entry_id = self.redis.xadd(key, fields, maxlen=maxlen, approximate=True)  # type: ignore[arg-type]
         except redis.RedisError as exc:
             raise BrokerUnavailable(f"redis: {exc}") from exc
         return Event.create(str(entry_id), topic, event, data, delivery)
@@ -156,6 +163,7 @@ class RedisBroker(RedisPublisher):
         self.fanout_run = fanout_run
         self._up = True
         self._cursor: str | None = None  # the reader's last delivered entry id
+        self._canary_cursor = "0-0"  # the reader's last canary entry id
         self._last: Key | None = None
         self._reader = Background("jobstream-redis", self._read)
         self._delivered = threading.Condition()
@@ -177,8 +185,10 @@ class RedisBroker(RedisPublisher):
         # moment on the local clock and let the reader retry.
         try:
             self._cursor = self._newest_id()
+            newest: Any = self.redis.xrevrange(self.canary_key, count=1)
+            self._canary_cursor = str(newest[0][0]) if newest else "0-0"
         except redis.RedisError as exc:
-            self._cursor = f"{time.time_ns() // 1_000_000}-0"
+            self._cursor = self._canary_cursor = f"{time.time_ns() // 1_000_000}-0"
             self._up = False
             log.error("redis unavailable at start", extra={"event": "broker_down", "error": str(exc)})
         self._reader.start()
@@ -208,6 +218,8 @@ class RedisBroker(RedisPublisher):
         """
         if not self._up:
             raise BrokerUnavailable("redis unreachable")
+        if is_internal(topic):
+            return super().publish(topic, event, data, delivery)  # nobody to wait for
         published = super().publish(topic, event, data, delivery)
         if self._reader.running:
             deadline = time.monotonic() + DELIVERY_WAIT_SECONDS
@@ -287,7 +299,8 @@ class RedisBroker(RedisPublisher):
                     self._cursor = self._newest_id()
                 elif not self._up:
                     self._check_trimmed()
-                reply: Any = self.redis.xread({self.key: self._cursor}, count=READ_BATCH, block=BLOCK_MS)
+                streams: dict[Any, Any] = {self.key: self._cursor, self.canary_key: self._canary_cursor}
+                reply: Any = self.redis.xread(streams, count=READ_BATCH, block=BLOCK_MS)
             except redis.RedisError as exc:
                 if self._up:
                     log.error("redis unavailable; reconnecting", extra={"event": "broker_down", "error": str(exc)})
@@ -301,7 +314,10 @@ class RedisBroker(RedisPublisher):
                 self._up = True
             backoff = BACKOFF_MIN_SECONDS
             run = 0
-            for _key, entries in reply or ():
+            for key, entries in reply or ():
+                if key == self.canary_key:
+                    self._deliver_internal(entries)
+                    continue
                 for entry_id, fields in entries:
                     self._cursor = entry_id
                     event = _event(entry_id, fields)
@@ -321,6 +337,14 @@ class RedisBroker(RedisPublisher):
                         self._notify_delivered()
                         time.sleep(0)
                 self._notify_delivered()
+
+    def _deliver_internal(self, entries: list[tuple[str, dict[str, str]]]) -> None:
+        # Neither ``_cursor`` nor ``_last``: publishes and peers wait on those.
+        for entry_id, fields in entries:
+            self._canary_cursor = entry_id
+            event = _event(entry_id, fields)
+            if event is not None and is_internal(event.topic):
+                self.registry.fanout(event)  # only internal listeners, which do not raise
 
     def _notify_delivered(self) -> None:
         if self.peers is not None and self._last is not None:

@@ -224,10 +224,14 @@ def health() -> tuple[Response, int]:
             jobs_ok = False
             log.exception("health: job counts unavailable")
     broker_up = svc.broker.healthy
+    canary = svc.canary.status()
     if svc.shutting_down:
         status = "draining"
     elif not broker_up or not jobs_ok:
         status = "unhealthy"
+    elif not canary.ok:
+        # HTTP answers but events stopped flowing (streaming/ops/canary.py).
+        status = "degraded"
     else:
         status = "healthy"
     body = {
@@ -247,6 +251,7 @@ def health() -> tuple[Response, int]:
         },
         "jobs": jobs,
         "broker": "up" if broker_up else "down",
+        "canary": canary.as_json(),
         "uptime_seconds": round(time.time() - svc.started_at, 3),
         "pid": os.getpid(),
     }
