@@ -173,7 +173,7 @@ class Metrics(Observer):
         )
         self.fleet_fallbacks = Counter(
             "jobstream_fleet_fallback_admissions",
-            "Streams admitted on the instance's limits only because Redis could not count them.",
+            "Stream admissions decided on the instance's limits only because Redis could not count them.",
             registry=self.registry,
         )
         self.fleet_up.set(1)

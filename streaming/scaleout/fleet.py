@@ -183,7 +183,7 @@ class Fleet:
         self._dirty = True  # the first call writes this worker's counts whole
         self._wake = threading.Event()
         self._agent = Background("jobstream-fleet", self._run)
-        self.fallbacks = 0  # streams admitted on the instance's limits only
+        self.fallbacks = 0  # admissions decided on the instance's limits only
 
     @property
     def up(self) -> bool:
