@@ -14,7 +14,7 @@ import random
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -91,7 +91,7 @@ class StreamingService:
             self.registry, settings.cleanup_seconds, clock, keepalive_seconds=settings.keepalive_seconds
         )
         # With Redis: fleet-wide limits and the fleet's /admin/clients (streaming.scaleout.fleet).
-        self.fleet = _make_fleet(settings, self.registry, self._infos) if settings.redis_url else None
+        self.fleet = _make_fleet(settings, self.registry, self.client_infos) if settings.redis_url else None
         self.jobs: JobView | None = None
         self._lock = threading.Lock()
         self._started = False
@@ -215,9 +215,6 @@ class StreamingService:
         """``INSTANCE_NAME``, or the machine's host name."""
         return self.settings.instance_name or socket.gethostname()
 
-    def _infos(self) -> list[dict[str, Any]]:
-        return list(self.client_infos())
-
     # -- lifecycle -------------------------------------------------------------
 
     def start(self) -> None:
@@ -317,7 +314,7 @@ def _make_broker(settings: Settings, registry: Registry) -> Broker:
     return MemoryBroker(registry, settings.history_size, store)
 
 
-def _make_fleet(settings: Settings, registry: Registry, listing: Callable[[], list[dict[str, Any]]]) -> Fleet:
+def _make_fleet(settings: Settings, registry: Registry, listing: Callable[[], Iterable[dict[str, Any]]]) -> Fleet:
     """Fleet limits gate admissions only when one is set; the view is kept anyway."""
     from streaming.scaleout.fleet import Fleet
     from streaming.scaleout.redis_broker import connect

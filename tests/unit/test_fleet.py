@@ -15,7 +15,8 @@ from streaming.core.reasons import RefusalReason
 from streaming.core.registry import Registry
 from streaming.core.topics import TopicFilter
 from streaming.scaleout import fleet_scripts
-from streaming.scaleout.fleet import Breaker, Fleet, Lease, refresh_seconds
+from streaming.scaleout.fleet import Fleet
+from streaming.scaleout.fleet_lease import Breaker, Lease, refresh_seconds, view_seconds
 from streaming.scaleout.fleet_scripts import KEYS, key_slot, merge_views
 
 
@@ -43,6 +44,10 @@ def test_refresh_is_four_times_per_lease_and_at_least_every_second() -> None:
     assert refresh_seconds(2.0) == 0.5
     assert refresh_seconds(10.0) == 1.0
     assert refresh_seconds(60.0) == 1.0
+    # The view: every refresh while small, then in proportion to its size, capped.
+    assert view_seconds(10, 0.5) == 0.5
+    assert view_seconds(10_000, 1.0) == 10.0
+    assert view_seconds(1_000_000, 1.0) == 30.0
 
 
 def test_lease_is_due_lapses_and_recovers_on_an_injected_clock() -> None:
