@@ -14,7 +14,7 @@ MAX_REFRESH_SECONDS = 1.0
 RETRY_SECONDS = 1.0
 # A worker's view is rewritten every refresh up to this many streams, then
 # every streams / this many seconds (10 s at 10,000), at most every
-# MAX_VIEW_SECONDS: encoding it costs about 10 us a stream.
+# MAX_VIEW_SECONDS: encoding it costs 10-15 us a stream (docs/benchmarks.md, run fleet).
 VIEW_STREAMS_PER_SECOND = 1000
 MAX_VIEW_SECONDS = 30.0
 
