@@ -12,9 +12,18 @@ from bench import loadgen, report, scenarios, suite
 from bench.procs import raise_nofile
 
 ROOT = Path(__file__).resolve().parent.parent
-ALL_TARGETS = ["jobstream", "jobstream-auth", "jobstream-redis", "jobstream-2w", "sse-starlette", "nchan"]
+ALL_TARGETS = [
+    "jobstream",
+    "jobstream-auth",
+    "jobstream-redis",
+    "jobstream-redis-fleet",
+    "jobstream-2w",
+    "sse-starlette",
+    "nchan",
+]
 # Run unless --targets names them: the Redis targets answer one question (do
-# workers scale on Redis?) and need a redis-server; jobstream-auth, another
+# workers scale on Redis?) and need a redis-server; jobstream-redis-fleet, what
+# fleet-wide limits cost (read against jobstream-redis); jobstream-auth, another
 # (what does a JWT on every stream cost?).
 DEFAULT_TARGETS = ["jobstream", "jobstream-2w", "sse-starlette", "nchan"]
 

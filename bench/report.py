@@ -81,7 +81,7 @@ SHOWN: dict[str, list[str]] = {
 
 PEERS = ("sse-starlette", "nchan")
 # A variant of Jobstream -> the target it is read against, in its own column.
-VARIANTS = {"jobstream-auth": "jobstream"}
+VARIANTS = {"jobstream-auth": "jobstream", "jobstream-redis-fleet": "jobstream-redis"}
 
 
 def shown(scenario: str) -> list[str]:

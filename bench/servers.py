@@ -87,9 +87,12 @@ def jobstream(
     workers: int = 1,
     redis_url: bool | None = None,
     auth: BenchAuth | None = None,
+    fleet: bool = False,
 ) -> Iterator[Target]:
     """gunicorn + gevent Jobstream from app_dir; with Redis when asked or workers > 1;
-    with auth, every stream needs a JWT (STREAM_AUTH=required)."""
+    with auth, every stream needs a JWT (STREAM_AUTH=required); with fleet (and
+    Redis), every admission is counted fleet-wide (per-IP and fleet limits set
+    high enough never to refuse the load generator's one address)."""
     if not (app_dir / "app.py").exists():
         raise ServerError(f"no app.py in {app_dir}")
     tmp = Path(tempfile.mkdtemp(prefix="bench-js-"))
@@ -103,6 +106,8 @@ def jobstream(
         WEB_CONCURRENCY=str(workers),
         **(auth.env() if auth is not None else {}),
     )
+    if fleet:
+        env.update(STREAM_MAX_CONNECTIONS_PER_IP=str(max_conns), STREAM_MAX_CONNECTIONS_FLEET=str(max_conns))
     redis: subprocess.Popen[bytes] | None = None
     try:
         with_redis = workers > 1 if redis_url is None else redis_url
@@ -133,6 +138,7 @@ def jobstream(
         _ready(proc, f"http://127.0.0.1:{port}/health", log)
         name = "jobstream" + ("-redis" if with_redis and workers == 1 else "") + (f"-{workers}w" if workers > 1 else "")
         name += "-auth" if auth is not None else ""
+        name += "-fleet" if fleet else ""
         try:
             yield Target(
                 name,

@@ -25,6 +25,7 @@ def launchers(app_dir: Path) -> dict[str, Launcher]:
     return {
         "jobstream": lambda cap: servers.jobstream(app_dir, cap),
         "jobstream-redis": lambda cap: servers.jobstream(app_dir, cap, redis_url=True),
+        "jobstream-redis-fleet": lambda cap: servers.jobstream(app_dir, cap, redis_url=True, fleet=True),
         "jobstream-2w": lambda cap: servers.jobstream(app_dir, cap, workers=2),
         "jobstream-auth": lambda cap: servers.jobstream(app_dir, cap, auth=BenchAuth.random()),
         "sse-starlette": lambda cap: servers.starlette(),

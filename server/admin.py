@@ -1,9 +1,11 @@
 """Operator endpoints under ``/admin/`` (token-guarded by ``server.auth``).
 
-``GET /admin/clients`` lists the open streams of the worker that answers:
-with several workers each has its own registry, so a listing covers one
-worker (see docs/deployment.md). What is listed comes from the object that
-``init_app`` was given; this package knows nothing of how streams work.
+``GET /admin/clients`` lists the open streams: with Redis those of every
+worker of every host (``"scope": "fleet"``, each worker's entries as of its
+last refresh, docs/scale-out.md), else the answering worker's (``"local"``).
+Every entry names its ``host`` and ``worker_pid``; ``?host=`` keeps one
+host's. What is listed comes from the object that ``init_app`` was given;
+this package knows nothing of how streams work.
 """
 
 from __future__ import annotations
@@ -25,9 +27,10 @@ EXTENSION = "jobstream.admin"
 
 
 class StreamSource(Protocol):
-    """What the admin endpoints read: one dict per open stream."""
+    """What the admin endpoints read: one dict per open stream, and the scope
+    the listing covers (``"fleet"`` or ``"local"``)."""
 
-    def client_infos(self) -> Iterable[dict[str, Any]]: ...
+    def client_listing(self, host: str | None = None) -> tuple[Iterable[dict[str, Any]], str]: ...
 
 
 def init_app(app: Flask, source: StreamSource) -> None:
@@ -42,6 +45,11 @@ def clients() -> Response:
     if sort not in SORTS:
         fail(400, f"sort must be one of {', '.join(SORTS)}, got {sort!r}")
     key, descending = SORTS[sort]
-    infos = list(source.client_infos())
+    host = request.args.get("host")
+    if host is not None and not host.strip():
+        fail(400, "host must name a host (an INSTANCE_NAME), got an empty value")
+    listed, scope = source.client_listing(host)
+    infos = list(listed)
     infos.sort(key=lambda info: info[key], reverse=descending)
-    return jsonify({"clients": infos, "worker_pid": os.getpid(), "count": len(infos), "at": time.time()})
+    body = {"clients": infos, "worker_pid": os.getpid(), "count": len(infos), "at": time.time(), "scope": scope}
+    return jsonify(body)

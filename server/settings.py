@@ -128,8 +128,25 @@ class Settings:
         "STREAM_MAX_CONNECTIONS_PER_IP",
         0,
         parsers.non_negative_int,
-        "Open streams per client address per instance (0: no limit); one more gets `429`. The address is"
-        " the one `TRUSTED_PROXIES` yields.",
+        "Open streams per client address (0: no limit); one more gets `429`. Per instance, and with"
+        " `REDIS_URL` across every worker of every host (docs/scale-out.md). The address is the one"
+        " `TRUSTED_PROXIES` yields.",
+    )
+    max_connections_fleet: int = _field(
+        "STREAM_MAX_CONNECTIONS_FLEET",
+        0,
+        parsers.non_negative_int,
+        "Open streams allowed across every host sharing `REDIS_URL` (0: no fleet limit, only each"
+        " instance's `STREAM_MAX_CONNECTIONS`); one more gets `503`. Needs `REDIS_URL`. While Redis is"
+        " unreachable only the instance limits apply.",
+    )
+    fleet_lease_seconds: float = _field(
+        "STREAM_FLEET_LEASE_SECONDS",
+        10.0,
+        parsers.number(float, 1, inclusive=True),
+        "With `REDIS_URL`: how long a worker's fleet slots and `/admin/clients` entries outlive its last"
+        " refresh in Redis (refreshed every min(1 s, this / 4)), so a dead host's slots are free within"
+        " this many seconds. At least 1.",
     )
     allowed_origins: tuple[str, ...] = _field(
         "STREAM_ALLOWED_ORIGINS",
@@ -154,6 +171,13 @@ class Settings:
         parsers.positive_int,
         "gunicorn worker processes; more than 1 needs `REDIS_URL`. Stream limits and `/health` then count"
         " the whole instance.",
+    )
+    instance_name: str = _field(
+        "INSTANCE_NAME",
+        "",
+        parsers.text,
+        "This instance's name in `GET /admin/clients` (`host`, `?host=`) across a fleet. Unset: the"
+        " machine's host name.",
     )
     log_level: str = _field(
         "LOG_LEVEL",
@@ -274,6 +298,12 @@ class Settings:
                 str(self.web_concurrency),
                 "more than one worker needs REDIS_URL: the in-process fan-out and "
                 "SQLite history cannot cross processes",
+            )
+        if self.max_connections_fleet and not self.redis_url:
+            raise ConfigError(
+                "STREAM_MAX_CONNECTIONS_FLEET",
+                str(self.max_connections_fleet),
+                "a fleet-wide limit needs REDIS_URL: the hosts count their streams there",
             )
         if self.jwt_secret and self.jwt_public_key:
             raise ConfigError("JWT_PUBLIC_KEY", self.jwt_public_key, "set JWT_SECRET or JWT_PUBLIC_KEY, not both")

@@ -49,6 +49,18 @@ class Admission(Protocol):
     def totals(self, local: dict[str, Any]) -> dict[str, int]: ...
 
 
+class Gate(Protocol):
+    """Limits decided beyond this host (``streaming.scaleout.fleet``).
+
+    ``enter`` may wait (a Redis round trip), so it is called outside the lock,
+    before the host's own checks; ``leave`` never waits.
+    """
+
+    def enter(self, client: Client) -> RefusalReason | None: ...
+
+    def leave(self, client: Client) -> None: ...
+
+
 class Registry:
     """Clients of one worker. ``admit`` is the only place a stream is let in:
     by its own counts, or by ``admission`` when workers share the limits."""
@@ -76,6 +88,7 @@ class Registry:
         # Called after every admit decision (None = accepted), outside the lock.
         self.on_admit = on_admit
         self.admission = admission
+        self.gate: Gate | None = None
         self._lock = threading.Lock()
         self._clients: dict[Client, None] = {}  # ordered by admission
         self._per_ip: dict[str, int] = {}
@@ -111,7 +124,8 @@ class Registry:
         The per-IP check counts this worker's streams; with several workers
         ``admission`` (``streaming.scaleout.instance``) counts the instance's.
         """
-        reason = self._admit(client)
+        gate = self.gate
+        reason = self._admit(client) if gate is None else self._admit_through(gate, client)
         if self.on_admit is not None:
             self.on_admit(client, reason)
         return reason
@@ -140,6 +154,20 @@ class Registry:
                 self.admission.report(self._counters())
             return reason
 
+    def _admit_through(self, gate: Gate, client: Client) -> RefusalReason | None:
+        """The fleet's limits (``gate``, which may wait), then the host's."""
+        if self.draining:
+            return self._admit(client)
+        reason = gate.enter(client)
+        if reason is None:
+            reason = self._admit(client)
+            if reason is not None:
+                gate.leave(client)
+            return reason
+        with self._lock:
+            self.rejected[reason] += 1
+        return reason
+
     def remove(self, client: Client, reason: CloseReason = CloseReason.CLIENT) -> bool:
         """Unregister; idempotent. ``True`` if this call removed it."""
         with self._lock:
@@ -159,6 +187,8 @@ class Registry:
             if self.admission is not None:
                 self.admission.release(client.remote_addr)
                 self.admission.report(self._counters())
+        if self.gate is not None:
+            self.gate.leave(client)
         if self.on_close is not None:
             self.on_close(client, reason)
         return True

@@ -22,6 +22,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+from typing import Protocol
 
 from flask import Blueprint, Flask, Response, current_app
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
@@ -38,6 +39,16 @@ from streaming.ops.observers import Observer
 from streaming.ops.service import StreamingService
 
 log = logging.getLogger("jobstream.metrics")
+
+
+class FleetState(Protocol):
+    """What the metrics read of ``streaming.scaleout.fleet.Fleet``."""
+
+    @property
+    def up(self) -> bool: ...
+
+    fallbacks: int
+
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 # How stale another worker's delivered/dropped counts may be in a scrape.
@@ -149,6 +160,8 @@ class Metrics(Observer):
         for reset in RESET_REASONS:
             self.resets.labels(reset)
         self._sync_lock = threading.Lock()
+        self._fleet: FleetState | None = None
+        self._seen_fallbacks = 0
         self._seen_delivered = 0
         self._seen_dropped = 0
         self._seen_conflated = 0
@@ -187,6 +200,23 @@ class Metrics(Observer):
         self.max_connections.set(service.registry.max_connections)
         self.broker_up.set(1 if service.broker.healthy else 0)
 
+    def watch_fleet(self, fleet: FleetState) -> None:
+        """With Redis: whether admissions count fleet-wide, and those that could not."""
+        self._fleet = fleet
+        self.fleet_up = Gauge(
+            "jobstream_fleet_limits_up",
+            "1 while this worker counts streams fleet-wide in Redis; 0 while it admits on the instance's"
+            " limits only (Redis unreachable).",
+            multiprocess_mode="livemin",
+            registry=self.registry,
+        )
+        self.fleet_fallbacks = Counter(
+            "jobstream_fleet_fallback_admissions",
+            "Stream admissions decided on the instance's limits only because Redis could not count them.",
+            registry=self.registry,
+        )
+        self.fleet_up.set(1)
+
     def sync(self, registry: Registry) -> None:
         """Copy this worker's exact delivered/dropped/conflated totals (they only grow).
 
@@ -206,6 +236,12 @@ class Metrics(Observer):
             if conflated > self._seen_conflated:
                 self.conflated.inc(conflated - self._seen_conflated)
                 self._seen_conflated = conflated
+            fleet = self._fleet
+            if fleet is not None:
+                self.fleet_up.set(1 if fleet.up else 0)
+                if fleet.fallbacks > self._seen_fallbacks:
+                    self.fleet_fallbacks.inc(fleet.fallbacks - self._seen_fallbacks)
+                    self._seen_fallbacks = fleet.fallbacks
 
 
 class _Syncer(Observer):
@@ -238,6 +274,8 @@ def init_app(app: Flask, service: StreamingService, environ: dict[str, str] | No
     metrics = Metrics(directory)
     service.observe(metrics)
     service.observe(_Syncer(metrics, service))
+    if service.fleet is not None:
+        metrics.watch_fleet(service.fleet)
     app.extensions[EXTENSION] = metrics
     app.register_blueprint(bp)
     return metrics

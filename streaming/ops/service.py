@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 import random
+import socket
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from server.background import Background
 from server.settings import Settings
@@ -29,6 +31,9 @@ from streaming.core.topics import TopicFilter
 from streaming.ops.canary import Canary
 from streaming.ops.cleanup import Cleaner
 from streaming.ops.observers import Hooks, Observer
+
+if TYPE_CHECKING:
+    from streaming.scaleout.fleet import Fleet
 
 PRIVATE_NEEDS_AUTH = "private events need STREAM_AUTH=optional or required"
 
@@ -90,6 +95,8 @@ class StreamingService:
         # (sweeps, token expiry) must not make the canary look stalled.
         self.canary = Canary(self.broker, settings.canary_seconds, self.hooks)
         self.registry.listen_internal(self.canary.arrived)
+        # With Redis: fleet-wide limits and the fleet's /admin/clients (streaming.scaleout.fleet).
+        self.fleet = _make_fleet(settings, self.registry, self.client_infos) if settings.redis_url else None
         self.jobs: JobView | None = None
         self._lock = threading.Lock()
         self._started = False
@@ -101,6 +108,8 @@ class StreamingService:
         self._writes: list[None] = []
         self._stats_copier = Background("jobstream-instance-stats", self._copy_stats)
         self.observe(_CloseLog())
+        if self.fleet is not None:
+            self.observe(_FleetAgent(self.fleet))
 
     # -- registration -----------------------------------------------------
 
@@ -191,6 +200,25 @@ class StreamingService:
         """One dict per open stream of this worker (``GET /admin/clients``)."""
         now = self.clock()
         return (client.info(now) for client in self.registry.clients())
+
+    def client_listing(self, host: str | None = None) -> tuple[list[dict[str, Any]], str]:
+        """``GET /admin/clients``: every stream of the fleet (``"fleet"``, from
+        Redis), or this worker's (``"local"``: no Redis, or it cannot be read);
+        each with ``host`` and ``worker_pid``, only ``host``'s when given."""
+        if self.fleet is not None:
+            infos = self.fleet.view(host)
+            if infos is not None:
+                return infos, "fleet"
+        name = self.host_name
+        if host is not None and host != name:
+            return [], "local"
+        pid = os.getpid()
+        return [{**info, "host": name, "worker_pid": pid} for info in self.client_infos()], "local"
+
+    @property
+    def host_name(self) -> str:
+        """``INSTANCE_NAME``, or the machine's host name."""
+        return self.settings.instance_name or socket.gethostname()
 
     # -- lifecycle -------------------------------------------------------------
 
@@ -292,6 +320,38 @@ def _make_broker(settings: Settings, registry: Registry) -> Broker:
         )
     store = SqliteHistory(settings.jobs_db, settings.history_size) if settings.history_size else None
     return MemoryBroker(registry, settings.history_size, store)
+
+
+def _make_fleet(settings: Settings, registry: Registry, listing: Callable[[], Iterable[dict[str, Any]]]) -> Fleet:
+    """Fleet limits gate admissions only when one is set; the view is kept anyway."""
+    from streaming.scaleout.fleet import Fleet
+    from streaming.scaleout.redis_broker import connect
+
+    url = settings.redis_url
+    fleet = Fleet(
+        lambda: connect(url),
+        listing,
+        host=settings.instance_name,
+        lease_seconds=settings.fleet_lease_seconds,
+        max_fleet=settings.max_connections_fleet,
+        max_per_ip=settings.max_connections_per_ip,
+    )
+    if fleet.limits:
+        registry.gate = fleet
+    return fleet
+
+
+class _FleetAgent(Observer):
+    """Starts the fleet's agent with the worker; at shutdown hands its slots back."""
+
+    def __init__(self, fleet: Fleet) -> None:
+        self.fleet = fleet
+
+    def started(self) -> None:
+        self.fleet.start()
+
+    def stopping(self) -> None:
+        self.fleet.stop()
 
 
 class _StatsCopier(Observer):
