@@ -81,7 +81,13 @@ SHOWN: dict[str, list[str]] = {
 
 PEERS = ("sse-starlette", "nchan")
 # A variant of Jobstream -> the target it is read against, in its own column.
-VARIANTS = {"jobstream-auth": "jobstream"}
+VARIANTS = {
+    "jobstream-auth": "jobstream",
+    "jobstream-ws": "jobstream",
+    "jobstream-auth-ws": "jobstream-auth",
+    "jobstream-redis-ws": "jobstream-redis",
+    "jobstream-2w-ws": "jobstream-2w",
+}
 
 
 def shown(scenario: str) -> list[str]:

@@ -42,6 +42,7 @@ class Target:
     log: Path | None = None
     extra: dict[str, str] = field(default_factory=dict)
     auth: BenchAuth | None = None  # streams and publishes need its tokens
+    transport: str = "sse"  # "ws": stream_path is a WebSocket that subscribes to the topic
 
     @property
     def base_url(self) -> str:
@@ -87,9 +88,11 @@ def jobstream(
     workers: int = 1,
     redis_url: bool | None = None,
     auth: BenchAuth | None = None,
+    transport: str = "sse",
 ) -> Iterator[Target]:
     """gunicorn + gevent Jobstream from app_dir; with Redis when asked or workers > 1;
-    with auth, every stream needs a JWT (STREAM_AUTH=required)."""
+    with auth, every stream needs a JWT (STREAM_AUTH=required); transport "ws":
+    the streams are WebSockets on /ws (the target's name ends in -ws)."""
     if not (app_dir / "app.py").exists():
         raise ServerError(f"no app.py in {app_dir}")
     tmp = Path(tempfile.mkdtemp(prefix="bench-js-"))
@@ -133,16 +136,18 @@ def jobstream(
         _ready(proc, f"http://127.0.0.1:{port}/health", log)
         name = "jobstream" + ("-redis" if with_redis and workers == 1 else "") + (f"-{workers}w" if workers > 1 else "")
         name += "-auth" if auth is not None else ""
+        name += "-ws" if transport == "ws" else ""
         try:
             yield Target(
                 name,
                 port,
                 proc.pid,
-                "/stream?topic={topic}",
+                "/ws" if transport == "ws" else "/stream?topic={topic}",
                 "/events",
                 "jobstream",
                 log=log,
                 auth=auth,
+                transport=transport,
             )
         finally:
             _stop(proc)
