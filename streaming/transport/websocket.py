@@ -26,6 +26,7 @@ priorities and background spacing. What differs is the wire and who writes:
 
 from __future__ import annotations
 
+import _socket
 import json
 import logging
 import queue
@@ -68,6 +69,7 @@ EVICT_GRACE_SECONDS = 2.0
 # (nothing else can wake it then); every other end wakes it at once.
 _RECEIVE_POLL_SECONDS = 2.0
 MAX_BATCH = 64  # frames joined into one sendall
+_DONTWAIT = getattr(socket, "MSG_DONTWAIT", 0)
 _GRANT_KEY = "jobstream_ws_grant"
 
 
@@ -117,6 +119,8 @@ class WebSocketStream:
         # extension was negotiated: permessage-deflate frames differ per socket.
         self._plain_frames = not _extensions(ws)
         tune_socket(self.raw_socket, svc.registry.stale_after)
+        os_socket = getattr(self.raw_socket, "_sock", self.raw_socket)
+        self._os_socket = os_socket if isinstance(os_socket, _socket.socket) else None
         self._sending = threading.Lock()
         self._bad = 0
 
@@ -239,10 +243,9 @@ class WebSocketStream:
         client, writer = self.client, self.client.writer
         try:
             while client.closing is None and self.ws.connected:
-                try:
-                    item = writer.queue.get(timeout=self.svc.settings.keepalive_seconds)
-                except queue.Empty:
-                    continue
+                # No timeout (a timer per wake-up): every end puts WAKE
+                # (``Client.close``, the view's ``finally``).
+                item = writer.queue.get()
                 with self._sending:
                     if writer.gap:
                         self._heal()
@@ -343,7 +346,19 @@ class WebSocketStream:
             return
         if not self.ws.connected:
             raise ConnectionClosed(self.ws.close_reason, self.ws.close_message)
-        self.ws.sock.sendall(frames[0] if len(frames) == 1 else b"".join(frames))
+        data = frames[0] if len(frames) == 1 else b"".join(frames)
+        raw = self._os_socket
+        if raw is not None:
+            # One non-blocking send first, as the SSE direct writes do: gevent's
+            # sendall costs more than the send itself for a small frame.
+            try:
+                sent = raw.send(data, _DONTWAIT)
+            except (BlockingIOError, InterruptedError):
+                sent = 0
+            if sent == len(data):
+                return
+            data = data[sent:]
+        self.ws.sock.sendall(data)
 
     def _close(self, code: int, reason: Any) -> None:
         message = reason if isinstance(reason, str) else json.dumps(reason, separators=(",", ":"))
