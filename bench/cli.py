@@ -12,15 +12,14 @@ from bench import loadgen, report, scenarios, suite
 from bench.procs import raise_nofile
 
 ROOT = Path(__file__).resolve().parent.parent
+JOBSTREAM_TARGETS = ["jobstream", "jobstream-auth", "jobstream-redis", "jobstream-redis-fleet", "jobstream-2w"]
+# Each Jobstream target over /ws too: "jobstream-ws" is "jobstream" with WebSockets.
 ALL_TARGETS = [
-    "jobstream",
-    "jobstream-auth",
-    "jobstream-redis",
-    "jobstream-redis-fleet",
-    "jobstream-2w",
+    *(t + suffix for t in JOBSTREAM_TARGETS for suffix in ("", "-ws")),
     "sse-starlette",
     "nchan",
 ]
+TRANSPORTS = ("sse", "ws")
 # Run unless --targets names them: the Redis targets answer one question (do
 # workers scale on Redis?) and need a redis-server; jobstream-redis-fleet, what
 # fleet-wide limits cost (read against jobstream-redis); jobstream-auth, another
@@ -36,6 +35,12 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
         "--targets",
         default=",".join(DEFAULT_TARGETS),
         help=f"comma list from {ALL_TARGETS}",
+    )
+    p.add_argument(
+        "--transport",
+        default="sse",
+        help="sse, ws or sse,ws: the Jobstream targets' streams over SSE, over /ws, or both "
+        "(each scenario then runs on jobstream and jobstream-ws back to back; peers are SSE only)",
     )
     p.add_argument("--scenarios", default="", help="comma list of scenario names (default all)")
     p.add_argument("--app-dir", type=Path, default=ROOT, help="where Jobstream's app.py is")
@@ -60,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.scenarios:
         wanted = set(args.scenarios.split(","))
         chosen = [s for s in chosen if s.name in wanted]
-    targets = [t for t in args.targets.split(",") if t]
+    targets = over_transports([t for t in args.targets.split(",") if t], args.transport)
     unknown = set(targets) - set(ALL_TARGETS)
     if unknown:
         raise SystemExit(f"unknown targets: {sorted(unknown)}")
@@ -92,6 +97,23 @@ def main(argv: list[str] | None = None) -> int:
     print(report.table(med, ran or targets, [s.name for s in chosen]))
     print(f"\nresults: {out_path}")
     return 0
+
+
+def over_transports(targets: list[str], transport: str) -> list[str]:
+    """The targets to run for --transport: "ws" turns each Jobstream target
+    into its -ws twin, "sse,ws" puts the twin right after it; peers speak SSE
+    and are kept only when sse is asked for."""
+    wanted = [t for t in transport.split(",") if t]
+    if not wanted or set(wanted) - set(TRANSPORTS):
+        raise SystemExit(f"--transport must be sse, ws or sse,ws; got {transport!r}")
+    out: list[str] = []
+    for t in targets:
+        if t not in JOBSTREAM_TARGETS:
+            if "sse" in wanted or t.endswith("-ws"):
+                out.append(t)
+            continue
+        out.extend(t if w == "sse" else t + "-ws" for w in wanted)
+    return list(dict.fromkeys(out))
 
 
 def reprint(path: Path) -> str:

@@ -101,12 +101,15 @@ def run(
     topic: str = "bench",
     on_connected: Callable[[dict[str, Any]], None] | None = None,
     tokens: tuple[Path, Path] | None = None,
+    transport: str = "sse",
 ) -> dict[str, Any]:
     """Run the load generator once; returns its final JSON result.
 
     on_connected is called once every stream is open (before publishing,
     or before closing them when load.wait_stdin is set). tokens: the files
     of the streams' Bearer tokens (one a line) and of the publisher's.
+    transport "ws": each stream is a WebSocket at ``stream`` that subscribes
+    to ``topic`` (Jobstream's /ws) instead of an SSE GET.
     """
     binary = build()
     cmd = [
@@ -117,6 +120,7 @@ def run(
         f"-health={health}",
         f"-style={style}",
         f"-topic={topic}",
+        f"-transport={transport}",
         *load.args(),
     ]
     if tokens is not None:

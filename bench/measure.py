@@ -70,6 +70,7 @@ def _drive(target: Target, load: Load) -> dict[str, Any]:
                 topic=topic,
                 on_connected=connected,
                 tokens=tokens,
+                transport=target.transport,
             )
     wall = time.monotonic() - t0
     server_cpu = cpu_seconds(target.pid) - cpu0

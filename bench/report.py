@@ -81,7 +81,14 @@ SHOWN: dict[str, list[str]] = {
 
 PEERS = ("sse-starlette", "nchan")
 # A variant of Jobstream -> the target it is read against, in its own column.
-VARIANTS = {"jobstream-auth": "jobstream", "jobstream-redis-fleet": "jobstream-redis"}
+VARIANTS = {
+    "jobstream-auth": "jobstream",
+    "jobstream-ws": "jobstream",
+    "jobstream-auth-ws": "jobstream-auth",
+    "jobstream-redis-ws": "jobstream-redis",
+    "jobstream-2w-ws": "jobstream-2w",
+    "jobstream-redis-fleet": "jobstream-redis",
+}
 
 
 def shown(scenario: str) -> list[str]:

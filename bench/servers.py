@@ -42,6 +42,7 @@ class Target:
     log: Path | None = None
     extra: dict[str, str] = field(default_factory=dict)
     auth: BenchAuth | None = None  # streams and publishes need its tokens
+    transport: str = "sse"  # "ws": stream_path is a WebSocket that subscribes to the topic
 
     @property
     def base_url(self) -> str:
@@ -88,11 +89,13 @@ def jobstream(
     redis_url: bool | None = None,
     auth: BenchAuth | None = None,
     fleet: bool = False,
+    transport: str = "sse",
 ) -> Iterator[Target]:
     """gunicorn + gevent Jobstream from app_dir; with Redis when asked or workers > 1;
     with auth, every stream needs a JWT (STREAM_AUTH=required); with fleet (and
     Redis), every admission is counted fleet-wide (per-IP and fleet limits set
-    high enough never to refuse the load generator's one address)."""
+    high enough never to refuse the load generator's one address); transport "ws":
+    the streams are WebSockets on /ws (the target's name ends in -ws)."""
     if not (app_dir / "app.py").exists():
         raise ServerError(f"no app.py in {app_dir}")
     tmp = Path(tempfile.mkdtemp(prefix="bench-js-"))
@@ -139,16 +142,18 @@ def jobstream(
         name = "jobstream" + ("-redis" if with_redis and workers == 1 else "") + (f"-{workers}w" if workers > 1 else "")
         name += "-auth" if auth is not None else ""
         name += "-fleet" if fleet else ""
+        name += "-ws" if transport == "ws" else ""
         try:
             yield Target(
                 name,
                 port,
                 proc.pid,
-                "/stream?topic={topic}",
+                "/ws" if transport == "ws" else "/stream?topic={topic}",
                 "/events",
                 "jobstream",
                 log=log,
                 auth=auth,
+                transport=transport,
             )
         finally:
             _stop(proc)

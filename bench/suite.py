@@ -21,15 +21,43 @@ Launcher = Callable[[int], AbstractContextManager[servers.Target]]
 
 
 def launchers(app_dir: Path) -> dict[str, Launcher]:
-    """Every known server, keyed by target name; the int is stream capacity."""
+    """Every known server, keyed by target name; the int is stream capacity.
+
+    Each Jobstream target also has a ``-ws`` twin: the same server, its
+    streams WebSockets on /ws.
+    """
+    out: dict[str, Launcher] = {}
+    for t in ("sse", "ws"):
+        out.update(_jobstreams(app_dir, t))
+    out["sse-starlette"] = lambda cap: servers.starlette()
+    out["nchan"] = lambda cap: servers.nchan()
+    return out
+
+
+def _jobstreams(app_dir: Path, transport: str) -> dict[str, Launcher]:
+    suffix = "-ws" if transport == "ws" else ""
+
+    def plain(cap: int) -> AbstractContextManager[servers.Target]:
+        return servers.jobstream(app_dir, cap, transport=transport)
+
+    def redis(cap: int) -> AbstractContextManager[servers.Target]:
+        return servers.jobstream(app_dir, cap, redis_url=True, transport=transport)
+
+    def fleet(cap: int) -> AbstractContextManager[servers.Target]:
+        return servers.jobstream(app_dir, cap, redis_url=True, fleet=True, transport=transport)
+
+    def two(cap: int) -> AbstractContextManager[servers.Target]:
+        return servers.jobstream(app_dir, cap, workers=2, transport=transport)
+
+    def auth(cap: int) -> AbstractContextManager[servers.Target]:
+        return servers.jobstream(app_dir, cap, auth=BenchAuth.random(), transport=transport)
+
     return {
-        "jobstream": lambda cap: servers.jobstream(app_dir, cap),
-        "jobstream-redis": lambda cap: servers.jobstream(app_dir, cap, redis_url=True),
-        "jobstream-redis-fleet": lambda cap: servers.jobstream(app_dir, cap, redis_url=True, fleet=True),
-        "jobstream-2w": lambda cap: servers.jobstream(app_dir, cap, workers=2),
-        "jobstream-auth": lambda cap: servers.jobstream(app_dir, cap, auth=BenchAuth.random()),
-        "sse-starlette": lambda cap: servers.starlette(),
-        "nchan": lambda cap: servers.nchan(),
+        "jobstream" + suffix: plain,
+        "jobstream-redis" + suffix: redis,
+        "jobstream-redis-fleet" + suffix: fleet,
+        "jobstream-2w" + suffix: two,
+        "jobstream-auth" + suffix: auth,
     }
 
 

@@ -1,4 +1,4 @@
-// Command loadgen drives an SSE server for the Jobstream benchmarks:
+// Command loadgen drives an SSE (or Jobstream WebSocket) server for the Jobstream benchmarks:
 // it opens N streams, publishes timestamped events over HTTP and
 // measures per-delivery latency, losses, duplicates and order.
 // Stdlib only; prints JSON lines on stdout (a "connected" line, then
@@ -24,6 +24,7 @@ type Config struct {
 	PublishPath    string
 	HealthPath     string
 	Style          string // "jobstream" (topic/event/data envelope) or "raw"
+	Transport      string // "sse" (GET StreamPath) or "ws" (WebSocket at StreamPath, subscribe to Topic)
 	Topic          string
 	N              int
 	NeverReadPct   float64
@@ -53,7 +54,8 @@ func parseFlags() *Config {
 	flag.StringVar(&c.PublishPath, "publish", "/events", "publish path")
 	flag.StringVar(&c.HealthPath, "health", "/health", "health path")
 	flag.StringVar(&c.Style, "style", "jobstream", "publish body style: jobstream|raw")
-	flag.StringVar(&c.Topic, "topic", "bench", "topic for jobstream-style bodies")
+	flag.StringVar(&c.Topic, "topic", "bench", "topic for jobstream-style bodies (and the WebSocket subscribe)")
+	flag.StringVar(&c.Transport, "transport", "sse", "sse|ws: EventSource-like streams or Jobstream /ws WebSockets")
 	flag.IntVar(&c.N, "n", 100, "number of SSE connections")
 	flag.Float64Var(&c.NeverReadPct, "never-read-pct", 0, "percent of connections that never read")
 	flag.Float64Var(&c.StallPct, "stall-pct", 0, "percent of connections that stall once")
@@ -80,6 +82,10 @@ func parseFlags() *Config {
 		os.Exit(2)
 	}
 	c.Addr = u.Host
+	if c.Transport != "sse" && c.Transport != "ws" {
+		fmt.Fprintln(os.Stderr, "loadgen: -transport must be sse or ws")
+		os.Exit(2)
+	}
 	c.StreamTokens = readTokens(*streamTokens)
 	if t := readTokens(*publishToken); len(t) > 0 {
 		c.PublishToken = t[0]

@@ -61,7 +61,11 @@ func classify(err error) string {
 
 // open dials, sends the GET and waits for the response headers.
 // It returns the body reader, or a failure kind and error.
+// With cfg.Transport "ws" it opens a WebSocket instead (see openWS).
 func (s *Sub) open(cfg *Config, lastID string) (io.Reader, string, time.Duration, error) {
+	if cfg.Transport == "ws" {
+		return s.openWS(cfg, lastID)
+	}
 	d := net.Dialer{Timeout: cfg.ConnectTimeout}
 	conn, err := d.Dial("tcp", cfg.Addr)
 	if err != nil {
@@ -193,6 +197,9 @@ func parseData(b []byte) (int64, float64, bool) {
 
 // read consumes one stream until it ends; returns the read error.
 func (s *Sub) read(r *Run, body io.Reader) error {
+	if b, ok := body.(*wsBody); ok {
+		return s.readWS(r, b)
+	}
 	br := bufio.NewReaderSize(body, 16384)
 	var curID, curEvent string
 	var data []byte

@@ -26,6 +26,7 @@ priorities and background spacing. What differs is the wire and who writes:
 
 from __future__ import annotations
 
+import _socket
 import json
 import logging
 import queue
@@ -37,6 +38,7 @@ from typing import Any
 from flask import Flask, g, request
 from flask_sock import Sock
 from simple_websocket import ConnectionClosed, Server
+from wsproto.events import TextMessage
 
 from server.errors import error_response
 from server.readers import ReadDenied
@@ -50,6 +52,7 @@ from streaming.core.topics import TopicFilter
 from streaming.core.writer import KEEPALIVE, WAKE
 from streaming.ops.service import StreamingService
 from streaming.transport import ws_messages
+from streaming.transport.connect import _tune_stream_socket as tune_socket  # the SSE streams' NODELAY and TCP timeout
 from streaming.transport.connect import new_client, readable, stream_grant
 
 log = logging.getLogger("jobstream.streaming")
@@ -62,7 +65,11 @@ SLOW_CONSUMER = 4008
 TOKEN_EXPIRED = 4001
 MAX_BAD_MESSAGES = 10
 EVICT_GRACE_SECONDS = 2.0
-_RECEIVE_POLL_SECONDS = 0.5
+# The view polls for an eviction whose sender is stuck in a full socket
+# (nothing else can wake it then); every other end wakes it at once.
+_RECEIVE_POLL_SECONDS = 2.0
+MAX_BATCH = 64  # frames joined into one sendall
+_DONTWAIT = getattr(socket, "MSG_DONTWAIT", 0)
 _GRANT_KEY = "jobstream_ws_grant"
 
 
@@ -108,6 +115,12 @@ class WebSocketStream:
         self.client = new_client(svc, environ, TopicFilter.nothing(), grant)
         self.client.transport = "ws"
         self.raw_socket = getattr(ws, "sock", None)
+        # Frames built here (once per event for every socket) unless an
+        # extension was negotiated: permessage-deflate frames differ per socket.
+        self._plain_frames = not _extensions(ws)
+        tune_socket(self.raw_socket, svc.registry.stale_after)
+        os_socket = getattr(self.raw_socket, "_sock", self.raw_socket)
+        self._os_socket = os_socket if isinstance(os_socket, _socket.socket) else None
         self._sending = threading.Lock()
         self._bad = 0
 
@@ -136,10 +149,7 @@ class WebSocketStream:
         client, ws = self.client, self.ws
         evicted_at: float | None = None
         while ws.connected and client.closing is None:
-            try:
-                text = ws.receive(timeout=_RECEIVE_POLL_SECONDS)
-            except ConnectionClosed:
-                break
+            text = self._receive()
             if text is not None:
                 self._handle(text)
         while client.closing is not None and ws.connected:
@@ -149,6 +159,21 @@ class WebSocketStream:
                 self._shut_down()
                 break
             time.sleep(0.05)
+
+    def _receive(self) -> str | bytes | None:
+        """The next client message, or ``None`` after a poll or a wake-up.
+
+        ``ws.receive`` would wait again after a wake-up with no message; this
+        returns, so the sender's ``ws.event.set()`` at its end is seen at once.
+        """
+        ws = self.ws
+        if not ws.input_buffer:
+            ws.event.wait(timeout=_RECEIVE_POLL_SECONDS)
+            ws.event.clear()
+        if ws.input_buffer:
+            message: str | bytes = ws.input_buffer.pop(0)
+            return message
+        return None
 
     def _handle(self, text: str | bytes) -> None:
         try:
@@ -218,30 +243,60 @@ class WebSocketStream:
         client, writer = self.client, self.client.writer
         try:
             while client.closing is None and self.ws.connected:
-                try:
-                    item = writer.queue.get(timeout=self.svc.settings.keepalive_seconds)
-                except queue.Empty:
-                    continue
-                if item is WAKE or item is KEEPALIVE:
-                    if writer.gap:
-                        self._heal()
-                    continue
+                # No timeout (a timer per wake-up): every end puts WAKE
+                # (``Client.close``, the view's ``finally``).
+                item = writer.queue.get()
                 with self._sending:
                     if writer.gap:
                         self._heal()
-                    self._deliver(item)
+                    self._deliver_batch(item)
             self._farewell()
         except (ConnectionClosed, OSError):
             client.close(CloseReason.CLIENT)
+        finally:
+            self.ws.event.set()  # the view's loop sees the end without waiting out its poll
+
+    def _deliver_batch(self, item: Any) -> None:
+        """``item`` and whatever else is queued, ``MAX_BATCH`` frames a
+        ``sendall``: a sender that wakes late catches up in a few writes, not
+        one per event, as the SSE generator does. Under ``_sending``."""
+        writer = self.client.writer
+        frames: list[bytes] = []
+        while True:
+            if writer.gap:  # dropped while we wrote: history first, in order
+                self._send_frames(frames)
+                frames = []
+                self._heal()
+            if item is not WAKE and item is not KEEPALIVE:
+                frame = self._frame_of(item)
+                if frame is not None:
+                    frames.append(frame)
+                    if len(frames) >= MAX_BATCH:
+                        self._send_frames(frames)
+                        frames = []
+            try:
+                item = writer.queue.get_nowait()
+            except queue.Empty:
+                break
+        self._send_frames(frames)
 
     def _deliver(self, event: Event) -> None:
+        frame = self._frame_of(event)
+        if frame is not None:
+            self._send_frames([frame])
+
+    def _frame_of(self, event: Event) -> bytes | None:
+        """The frame for ``event``, or ``None`` if this socket already got it;
+        counts it as sent (the caller sends it before anything else)."""
         writer = self.client.writer
         if writer.last_key is not None and event.key <= writer.last_key:
-            return  # already sent (a replay ran ahead of the queue)
-        self._raw_send(ws_messages.event(event))
+            return None  # already sent (a replay ran ahead of the queue)
         writer.last_key = event.key
         writer.events_sent += 1
         writer.last_write = time.monotonic()
+        if self._plain_frames:
+            return ws_messages.event_frame(event)
+        return self._wsproto_frame(ws_messages.event(event))
 
     def _heal(self) -> None:
         """A full buffer dropped events: send them from history, in order."""
@@ -278,13 +333,32 @@ class WebSocketStream:
             self._raw_send(text)
 
     def _raw_send(self, text: str) -> None:
+        self._send_frames([ws_messages.text_frame(text) if self._plain_frames else self._wsproto_frame(text)])
+
+    def _wsproto_frame(self, text: str) -> bytes:
+        frame: bytes = self.ws.ws.send(TextMessage(data=text))
+        return frame
+
+    def _send_frames(self, frames: list[bytes]) -> None:
         # Not ws.send: it calls socket.send once, which may send only part of
         # a big frame; sendall finishes it (or fails).
-        from wsproto.events import TextMessage
-
+        if not frames:
+            return
         if not self.ws.connected:
             raise ConnectionClosed(self.ws.close_reason, self.ws.close_message)
-        self.ws.sock.sendall(self.ws.ws.send(TextMessage(data=text)))
+        data = frames[0] if len(frames) == 1 else b"".join(frames)
+        raw = self._os_socket
+        if raw is not None:
+            # One non-blocking send first, as the SSE direct writes do: gevent's
+            # sendall costs more than the send itself for a small frame.
+            try:
+                sent = raw.send(data, _DONTWAIT)
+            except (BlockingIOError, InterruptedError):
+                sent = 0
+            if sent == len(data):
+                return
+            data = data[sent:]
+        self.ws.sock.sendall(data)
 
     def _close(self, code: int, reason: Any) -> None:
         message = reason if isinstance(reason, str) else json.dumps(reason, separators=(",", ":"))
@@ -299,6 +373,13 @@ class WebSocketStream:
                 getattr(self.raw_socket, "_sock", self.raw_socket).shutdown(socket.SHUT_RDWR)
             except OSError:
                 pass
+
+
+def _extensions(ws: Server) -> list[Any]:
+    """The extensions wsproto negotiated for this socket (unknown: assume some)."""
+    proto = getattr(getattr(ws.ws, "connection", None), "_proto", None)
+    extensions = getattr(proto, "extensions", None)
+    return [True] if extensions is None else list(extensions)
 
 
 def _same_origin_or_allowed(svc: StreamingService) -> bool:

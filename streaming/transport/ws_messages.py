@@ -18,6 +18,7 @@ published as text arrives as that string, as ``jobstream.js`` reads SSE data).
 from __future__ import annotations
 
 import json
+import struct
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,6 +26,10 @@ from streaming.core.events import Event
 
 KINDS = ("subscribe", "unsubscribe", "visibility", "ping")
 MAX_MESSAGE_BYTES = 64 * 1024
+# Events whose frame is kept: the fan-out offers one event to every socket
+# before their senders run, so the newest few cover every sender in step,
+# and a sender that fell behind re-encodes (a cost, not an error).
+FRAME_CACHE_EVENTS = 256
 
 
 @dataclass(frozen=True)
@@ -94,6 +99,35 @@ def _value(data: str) -> Any:
 
 def event(ev: Event) -> str:
     return _dumps({"type": "event", "id": ev.id, "event": ev.event, "topic": ev.topic, "data": _value(ev.data)})
+
+
+_frames: dict[tuple[int, int], bytes] = {}
+
+
+def event_frame(ev: Event) -> bytes:
+    """``event(ev)`` as a complete server-to-client text frame (FIN, unmasked,
+    no extension), encoded once per event and shared by every socket: the
+    JSON and the frame header cost more than the send. Only for sockets that
+    negotiated no extension (``permessage-deflate`` frames differ per socket)."""
+    frame = _frames.get(ev.key)
+    if frame is None:
+        if len(_frames) >= FRAME_CACHE_EVENTS:
+            del _frames[next(iter(_frames))]  # the oldest (dicts keep insertion order)
+        frame = _frames[ev.key] = text_frame(event(ev))
+    return frame
+
+
+def text_frame(text: str) -> bytes:
+    """One unmasked final text frame (RFC 6455 section 5.2)."""
+    payload = text.encode("utf-8")
+    n = len(payload)
+    if n < 126:
+        head = struct.pack("!BB", 0x81, n)
+    elif n < 1 << 16:
+        head = struct.pack("!BBH", 0x81, 126, n)
+    else:
+        head = struct.pack("!BBQ", 0x81, 127, n)
+    return head + payload
 
 
 def control(kind: str, data: Any = None, id: str | None = None) -> str:
