@@ -12,10 +12,11 @@ from bench import loadgen, report, scenarios, suite
 from bench.procs import raise_nofile
 
 ROOT = Path(__file__).resolve().parent.parent
-ALL_TARGETS = ["jobstream", "jobstream-auth", "jobstream-redis", "jobstream-2w", "sse-starlette", "nchan"]
+ALL_TARGETS = ["jobstream", "jobstream-auth", "jobstream-redis", "jobstream-2w", "sse-starlette", "nchan", "floor"]
 # Run unless --targets names them: the Redis targets answer one question (do
 # workers scale on Redis?) and need a redis-server; jobstream-auth, another
-# (what does a JWT on every stream cost?).
+# (what does a JWT on every stream cost?); floor, gunicorn's own cost
+# (bench/floor_app.py).
 DEFAULT_TARGETS = ["jobstream", "jobstream-2w", "sse-starlette", "nchan"]
 
 

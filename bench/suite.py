@@ -29,6 +29,7 @@ def launchers(app_dir: Path) -> dict[str, Launcher]:
         "jobstream-auth": lambda cap: servers.jobstream(app_dir, cap, auth=BenchAuth.random()),
         "sse-starlette": lambda cap: servers.starlette(),
         "nchan": lambda cap: servers.nchan(),
+        "floor": servers.floor,
     }
 
 
