@@ -71,7 +71,7 @@ def rounds(
     for rnd in range(1, n_rounds + 1):
         for sc in scenarios:
             for name in targets:
-                if name in dead:
+                if name in dead or (sc.only and name not in sc.only):
                     continue
                 log(f"round {rnd} {sc.name} on {name} ...")
                 rec = run_one(known[name], name, sc, rnd)
