@@ -14,6 +14,7 @@ connect (the first frame from the leaf that a rule in ``STEPS`` claims).
 from __future__ import annotations
 
 import argparse
+import gzip
 import re
 import secrets
 import shutil
@@ -83,9 +84,10 @@ def step_of(stack: str) -> str:
 
 
 def breakdown(raw: Path) -> Counter[str]:
-    """Samples per step from py-spy's ``--format raw`` (collapsed stacks)."""
+    """Samples per step from py-spy's ``--format raw`` (collapsed stacks; ``.gz`` too)."""
     out: Counter[str] = Counter()
-    for line in raw.read_text().splitlines():
+    text = gzip.decompress(raw.read_bytes()).decode() if raw.suffix == ".gz" else raw.read_text()
+    for line in text.splitlines():
         stack, _, count = line.rpartition(" ")
         if stack and count.isdigit():
             out[step_of(stack)] += int(count)
@@ -200,10 +202,19 @@ def main(argv: list[str] | None = None, emit: Callable[[str], None] = print) -> 
     p.add_argument("--rounds", type=int, default=1)
     p.add_argument("--app-dir", type=Path, default=ROOT)
     p.add_argument("--py-spy", type=Path, default=None, help="also sample one worker into this file")
+    p.add_argument(
+        "--table", type=Path, default=None, help="only print the table of a py-spy file (with --user-us, --sys-us)"
+    )
+    p.add_argument("--user-us", type=float, default=0.0)
+    p.add_argument("--sys-us", type=float, default=0.0)
     p.add_argument("--native", action="store_true", help="py-spy --native: C frames, so the collector shows")
     args = p.parse_args(argv)
     if args.native:
         NATIVE.append("--native")
+    if args.table is not None:
+        for line in table(breakdown(args.table), args.user_us, args.sys_us):
+            emit(line)
+        return 0
     raise_nofile()
     loadgen.build()
     cpu, split = [], []
