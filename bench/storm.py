@@ -91,6 +91,41 @@ def _active(target: Target) -> int:
     return int(stream.get("active_connections", -1)) if isinstance(stream, dict) else -1
 
 
+def _reload_and_wait(target: Target, n: int, stream: str, sampler: CpuSampler) -> dict[str, Any]:
+    """SIGHUP the master, wait until ``n`` streams are back on the new workers."""
+    old = set(_children(target.pid))
+    active_before = _active(target)
+    t_hup = time.time()
+    os.kill(target.pid, signal.SIGHUP)
+    max_active, deadline = 0, t_hup + STORM_TIMEOUT
+    while time.time() < deadline:
+        time.sleep(0.1)
+        try:
+            active = _active(target)
+        except OSError:
+            continue  # between workers
+        max_active = max(max_active, active)
+        if active == n and not (old & set(_children(target.pid))):
+            break
+    t_all = time.time()
+    new = sorted(set(_children(target.pid)) - old)
+    quiet, done = sampler.at(t_hup + QUIET_SECONDS), sampler.at(t_all)
+    counts = _streams_by_worker(target)
+    return {
+        "active_before": active_before,
+        "storm_seconds": t_all - t_hup,
+        "max_active": max_active,
+        "active_after": _active(target),
+        "workers": new,
+        "streams_by_worker": counts,
+        "connect_cpu_us": {
+            pid: 1e6 * (done.get(pid, 0.0) - quiet.get(pid, 0.0)) / max(counts.get(pid, 0), 1) for pid in new
+        },
+        "extra_stream_status": _probe(target, stream),
+        "t_go": time.time(),
+    }
+
+
 def measure_storm(target: Target, sc: Scenario) -> dict[str, Any]:
     load = sc.load
     topic = "bench" + secrets.token_hex(4)
@@ -100,36 +135,7 @@ def measure_storm(target: Target, sc: Scenario) -> dict[str, Any]:
     info: dict[str, Any] = {}
 
     def connected(_: dict[str, Any]) -> None:
-        old = set(_children(target.pid))
-        info["active_before"] = _active(target)
-        t_hup = time.time()
-        os.kill(target.pid, signal.SIGHUP)
-        max_active, deadline = 0, t_hup + STORM_TIMEOUT
-        while time.time() < deadline:
-            time.sleep(0.1)
-            try:
-                active = _active(target)
-            except OSError:
-                continue  # between workers
-            max_active = max(max_active, active)
-            if active == load.n and not (old & set(_children(target.pid))):
-                break
-        t_all = time.time()
-        new = sorted(set(_children(target.pid)) - old)
-        quiet, done = sampler.at(t_hup + QUIET_SECONDS), sampler.at(t_all)
-        counts = _streams_by_worker(target)
-        info.update(
-            storm_seconds=t_all - t_hup,
-            max_active=max_active,
-            active_after=_active(target),
-            workers=new,
-            streams_by_worker=counts,
-            connect_cpu_us={
-                pid: 1e6 * (done.get(pid, 0.0) - quiet.get(pid, 0.0)) / max(counts.get(pid, 0), 1) for pid in new
-            },
-            t_go=time.time(),
-        )
-        info["extra_stream_status"] = _probe(target, stream)
+        info.update(_reload_and_wait(target, load.n, stream, sampler))
 
     sampler.start()
     try:
