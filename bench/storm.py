@@ -9,8 +9,8 @@ does) before reconnecting with its ``Last-Event-ID``. The server runs with
 exactly only if every stream gets back in and none is counted twice. Then it
 publishes (``load.rate`` for ``load.duration``) to measure deliveries.
 
-Per new worker: CPU µs per reconnect (from its CPU just before the first
-``retry:`` can elapse to the moment all are back) and per delivery (its CPU
+Per new worker: CPU µs per reconnect (from its CPU when it logged
+``worker_started``, its boot done, to the moment all are back) and per delivery (its CPU
 while publishing and draining, over the deliveries to its streams).
 """
 
@@ -86,6 +86,31 @@ def _streams_by_worker(target: Target, tries: int = 12) -> dict[int, int]:
     return seen
 
 
+class _WorkerStarts:
+    """Pids of the ``worker_started`` lines the server log gained since creation."""
+
+    def __init__(self, target: Target) -> None:
+        self.path = target.log
+        self.offset = self.path.stat().st_size if self.path is not None else 0
+
+    def new_pids(self) -> set[int]:
+        if self.path is None:
+            return set()
+        with open(self.path, "rb") as fh:
+            fh.seek(self.offset)
+            chunk = fh.read()
+        complete = chunk.rfind(b"\n") + 1
+        self.offset += complete
+        pids = set()
+        for line in chunk[:complete].splitlines():
+            if b"worker_started" in line:
+                try:
+                    pids.add(int(json.loads(line)["pid"]))
+                except (ValueError, KeyError):
+                    continue
+        return pids
+
+
 def _active(target: Target) -> int:
     stream = http_json(target.base_url + "/health", timeout=5).get("stream")
     return int(stream.get("active_connections", -1)) if isinstance(stream, dict) else -1
@@ -98,8 +123,13 @@ def _reload_and_wait(target: Target, n: int, stream: str, sampler: CpuSampler) -
     t_hup = time.time()
     os.kill(target.pid, signal.SIGHUP)
     max_active, deadline = 0, t_hup + STORM_TIMEOUT
+    booted: dict[int, tuple[float, float, int]] = {}  # pid -> (seconds after SIGHUP, CPU, streams open)
+    log = _WorkerStarts(target)
+    active = 0
     while time.time() < deadline:
         time.sleep(0.1)
+        for pid in log.new_pids() - booted.keys():
+            booted[pid] = (time.time() - t_hup, _cpu(pid), active)
         try:
             active = _active(target)
         except OSError:
@@ -111,6 +141,9 @@ def _reload_and_wait(target: Target, n: int, stream: str, sampler: CpuSampler) -
     new = sorted(set(_children(target.pid)) - old)
     quiet, done = sampler.at(t_hup + QUIET_SECONDS), sampler.at(t_all)
     counts = _streams_by_worker(target)
+    # From the moment a worker logged worker_started (its boot done), over the
+    # streams it took after that (those open then are split evenly).
+    start = {pid: booted.get(pid, (QUIET_SECONDS, quiet.get(pid, 0.0), 0)) for pid in new}
     return {
         "active_before": active_before,
         "storm_seconds": t_all - t_hup,
@@ -118,8 +151,12 @@ def _reload_and_wait(target: Target, n: int, stream: str, sampler: CpuSampler) -
         "active_after": _active(target),
         "workers": new,
         "streams_by_worker": counts,
+        "boot_done_s": {pid: start[pid][0] for pid in new},
         "connect_cpu_us": {
-            pid: 1e6 * (done.get(pid, 0.0) - quiet.get(pid, 0.0)) / max(counts.get(pid, 0), 1) for pid in new
+            pid: 1e6
+            * (done.get(pid, 0.0) - start[pid][1])
+            / max(counts.get(pid, 0) - start[pid][2] / max(len(new), 1), 1)
+            for pid in new
         },
         "extra_stream_status": _probe(target, stream),
         "t_go": time.time(),
@@ -172,6 +209,7 @@ def measure_storm(target: Target, sc: Scenario) -> dict[str, Any]:
         "limit": sc.capacity,
         "extra_stream_status": info["extra_stream_status"],
         "connect_cpu_us_by_worker": info["connect_cpu_us"],
+        "boot_done_s_by_worker": info["boot_done_s"],
         "delivery_cpu_us_by_worker": info["delivery_cpu_us"],
         "streams_by_worker": counts,
         "deliveries_per_s": raw["deliveries_per_s"],
