@@ -18,12 +18,14 @@ ALL_TARGETS = [
     *(t + suffix for t in JOBSTREAM_TARGETS for suffix in ("", "-ws")),
     "sse-starlette",
     "nchan",
+    "floor",
 ]
 TRANSPORTS = ("sse", "ws")
 # Run unless --targets names them: the Redis targets answer one question (do
 # workers scale on Redis?) and need a redis-server; jobstream-redis-fleet, what
 # fleet-wide limits cost (read against jobstream-redis); jobstream-auth, another
-# (what does a JWT on every stream cost?).
+# (what does a JWT on every stream cost?); floor, gunicorn's own cost
+# (bench/floor_app.py).
 DEFAULT_TARGETS = ["jobstream", "jobstream-2w", "sse-starlette", "nchan"]
 
 

@@ -62,6 +62,7 @@ class Load:
     stall_at: float = 1.0
     stall_for: float = 3.0
     reconnect: bool = True  # like EventSource: resume with Last-Event-ID
+    honor_retry: bool = False  # wait the stream's retry: before reconnecting (else 100 ms)
     drain: float = 30.0  # cap; ends early when complete or 2 s without progress
     connect_conc: int = 256
     wait_stdin: bool = False
@@ -84,6 +85,8 @@ class Load:
         ]
         if self.wait_stdin:
             a.append("-wait-stdin")
+        if self.honor_retry:
+            a.append("-honor-retry")
         return a
 
     def max_seconds(self) -> float:

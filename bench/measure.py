@@ -14,6 +14,7 @@ from bench.loadgen import Load
 from bench.procs import cpu_seconds, http_json, rss_bytes
 from bench.scenarios import Scenario
 from bench.servers import Target
+from bench.storm import measure_storm
 
 
 class RssSampler:
@@ -150,4 +151,6 @@ def measure(target: Target, sc: Scenario) -> dict[str, Any]:
             "stall_p99_ms": raw["stall_latency_ms"]["p99"],
             "rss_growth_mb": (raw["rss_max"] - raw["rss_before"]) / 2**20,
         }
+    if sc.kind == "storm":
+        return measure_storm(target, sc)
     raise ValueError(f"unknown scenario kind {sc.kind!r}")

@@ -12,12 +12,17 @@ class Scenario:
     """A named load; kind selects how it is measured (see measure.py)."""
 
     name: str
-    kind: str  # connect | deliver | overload
+    kind: str  # connect | deliver | overload | storm
     load: Load
+    only: tuple[str, ...] = ()  # run on these targets only (empty: all)
+    exact_limit: bool = False  # STREAM_MAX_CONNECTIONS = the streams, no headroom
 
     @property
     def capacity(self) -> int:
-        """STREAM_MAX_CONNECTIONS for the server: never the limiting factor."""
+        """STREAM_MAX_CONNECTIONS for the server: never the limiting factor,
+        unless the scenario is about the limit."""
+        if self.exact_limit:
+            return self.load.n
         return self.load.n + self.load.n // 10 + 100
 
 
@@ -69,6 +74,14 @@ def full() -> list[Scenario]:
                 health_rate=5,
             ),
         ),
+        # Every stream of two workers reconnects after a reload (bench/storm.py).
+        Scenario(
+            "storm-2w",
+            "storm",
+            Load(n=10_000, rate=10, duration=3, wait_stdin=True, honor_retry=True, drain=10),
+            only=("jobstream-2w",),
+            exact_limit=True,
+        ),
     ]
 
 
@@ -79,7 +92,7 @@ def quick() -> list[Scenario]:
         if sc.name.startswith("fanout-5000"):
             continue
         load = sc.load
-        if sc.kind == "connect":
+        if sc.kind in ("connect", "storm"):
             load = replace(load, n=2000)
         else:
             load = replace(

@@ -225,3 +225,32 @@ def nchan() -> Iterator[Target]:
     finally:
         _stop(proc)
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+@contextmanager
+def floor(max_conns: int) -> Iterator[Target]:
+    """bench/floor_app.py on the same gunicorn -k gevent (and parser) as Jobstream."""
+    tmp = Path(tempfile.mkdtemp(prefix="bench-floor-"))
+    port = free_port()
+    cmd = [
+        sys.executable,
+        "-m",
+        "gunicorn",
+        "-k",
+        "gevent",
+        "--bind",
+        f"127.0.0.1:{port}",
+        "--worker-connections",
+        str(max_conns + max(100, max_conns // 10)),
+        "--log-level",
+        "warning",
+        "bench.floor_app:app",
+    ]
+    log = tmp / "server.log"
+    proc = _start(cmd, PEERS.parent.parent, dict(os.environ), log)
+    try:
+        _ready(proc, f"http://127.0.0.1:{port}/health", log)
+        yield Target("floor", port, proc.pid, "/stream?topic={topic}", "/events", "jobstream", log=log)
+    finally:
+        _stop(proc)
+        shutil.rmtree(tmp, ignore_errors=True)

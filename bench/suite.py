@@ -31,6 +31,7 @@ def launchers(app_dir: Path) -> dict[str, Launcher]:
         out.update(_jobstreams(app_dir, t))
     out["sse-starlette"] = lambda cap: servers.starlette()
     out["nchan"] = lambda cap: servers.nchan()
+    out["floor"] = servers.floor
     return out
 
 
@@ -99,7 +100,7 @@ def rounds(
     for rnd in range(1, n_rounds + 1):
         for sc in scenarios:
             for name in targets:
-                if name in dead:
+                if name in dead or (sc.only and name not in sc.only):
                     continue
                 log(f"round {rnd} {sc.name} on {name} ...")
                 rec = run_one(known[name], name, sc, rnd)

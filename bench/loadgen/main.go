@@ -32,6 +32,7 @@ type Config struct {
 	StallAt        time.Duration
 	StallFor       time.Duration
 	Reconnect      bool
+	HonorRetry     bool // wait the server's retry: before reconnecting, as EventSource does
 	Rate           float64
 	Duration       time.Duration
 	PubConns       int
@@ -62,6 +63,7 @@ func parseFlags() *Config {
 	flag.DurationVar(&c.StallAt, "stall-at", time.Second, "stall starts this long after publishing starts")
 	flag.DurationVar(&c.StallFor, "stall-for", 3*time.Second, "stall length")
 	flag.BoolVar(&c.Reconnect, "reconnect", false, "reconnect with Last-Event-ID when a stream ends")
+	flag.BoolVar(&c.HonorRetry, "honor-retry", false, "wait the stream's last retry: (not 100 ms) before reconnecting")
 	flag.Float64Var(&c.Rate, "rate", 0, "events/s to publish (0 = as fast as accepted)")
 	flag.DurationVar(&c.Duration, "duration", 0, "publish duration (0 = no publishing)")
 	flag.IntVar(&c.PubConns, "pub-conns", 8, "concurrent publish requests")

@@ -29,6 +29,8 @@ type Run struct {
 	errMu          sync.Mutex
 	publishErrors  map[string]int
 	connectErrors  map[string]int
+	reconnErrors   map[string]int
+	lastReconnect  atomic.Int64 // unix ns of the latest successful reconnect
 	readers        sync.WaitGroup
 	startWall      time.Time
 	drainSecs      float64
@@ -39,7 +41,7 @@ func newRun(cfg *Config) *Run {
 		Cfg: cfg, pad: padding(cfg.Pad),
 		Latency: &Hist{}, StallLatency: &Hist{}, PublishLatency: &Hist{},
 		HealthLatency: &Hist{}, ConnectLatency: &Hist{},
-		publishErrors: map[string]int{}, connectErrors: map[string]int{},
+		publishErrors: map[string]int{}, connectErrors: map[string]int{}, reconnErrors: map[string]int{},
 		startWall: time.Now(),
 	}
 	if cfg.Duration > 0 {

@@ -35,6 +35,7 @@ type Sub struct {
 	ends       int64   // stream ended by the server while running
 	reconnects int64
 	reconnFail int64
+	retry      time.Duration // the stream's last retry: field
 }
 
 func newSub(i int) *Sub { return &Sub{idx: i, maxSeq: -1} }
@@ -249,6 +250,10 @@ func (s *Sub) read(r *Run, body io.Reader) error {
 		case line[0] == ':':
 		case bytes.HasPrefix(line, []byte("event:")):
 			curEvent = strings.TrimSpace(string(line[6:]))
+		case bytes.HasPrefix(line, []byte("retry:")):
+			if ms, err := strconv.Atoi(strings.TrimSpace(string(line[6:]))); err == nil {
+				s.retry = time.Duration(ms) * time.Millisecond
+			}
 		case bytes.HasPrefix(line, []byte("id:")):
 			curID = strings.TrimSpace(string(line[3:]))
 		case bytes.HasPrefix(line, []byte("data:")):
@@ -274,11 +279,19 @@ func (s *Sub) serve(r *Run, body io.Reader) {
 			return
 		}
 		body = nil
+		wait := 100 * time.Millisecond
+		if r.Cfg.HonorRetry && s.retry > 0 {
+			wait = s.retry
+		}
 		for body == nil && !r.stopping.Load() {
-			time.Sleep(100 * time.Millisecond)
-			b, _, retry, err := s.open(r.Cfg, s.lastID)
+			time.Sleep(wait)
+			wait = 100 * time.Millisecond
+			b, kind, retry, err := s.open(r.Cfg, s.lastID)
 			if err != nil {
 				atomic.AddInt64(&s.reconnFail, 1)
+				r.errMu.Lock()
+				r.reconnErrors[kind]++
+				r.errMu.Unlock()
 				if retry > time.Second {
 					retry = time.Second
 				}
@@ -286,6 +299,11 @@ func (s *Sub) serve(r *Run, body io.Reader) {
 				continue
 			}
 			atomic.AddInt64(&s.reconnects, 1)
+			for now, last := time.Now().UnixNano(), r.lastReconnect.Load(); now > last; last = r.lastReconnect.Load() {
+				if r.lastReconnect.CompareAndSwap(last, now) {
+					break
+				}
+			}
 			body = b
 		}
 		if body == nil {
