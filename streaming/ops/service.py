@@ -280,7 +280,7 @@ def _make_broker(settings: Settings, registry: Registry) -> Broker:
         from streaming.scaleout.redis_broker import RedisBroker
 
         return RedisBroker(
-            registry, settings.redis_url, settings.history_size, fanout_run=max(1, settings.client_buffer // 2)
+            registry, settings.redis, settings.history_size, fanout_run=max(1, settings.client_buffer // 2)
         )
     store = SqliteHistory(settings.jobs_db, settings.history_size) if settings.history_size else None
     return MemoryBroker(registry, settings.history_size, store)

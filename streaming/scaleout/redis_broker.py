@@ -27,10 +27,13 @@
   trims whole radix nodes, so the window holds *at least*
   ``STREAM_HISTORY_SIZE`` events.
 
-Timeouts are short (``SOCKET_TIMEOUT_SECONDS``) and redis-py's own retries
-are off: a stopped Redis must turn a publish into a prompt 503, not a hang.
-A timed-out ``XADD`` may still be applied once Redis resumes, so a 503 means
-"not confirmed", not "certainly dropped". After the reader has seen Redis
+The client comes from ``streaming.scaleout.redis_client`` (one Redis,
+Sentinel or Cluster; short timeouts, no hidden retries): a stopped Redis must
+turn a publish into a prompt 503, not a hang. With ``REDIS_MIN_REPLICAS_ACK``
+each ``XADD`` is confirmed by ``WAIT`` before the publish returns. A timed-out
+or unconfirmed ``XADD`` may still be applied (and delivered), so a 503 means
+"not confirmed", not "certainly dropped". After a Sentinel failover the
+reader's next ``XREAD`` goes to the new primary and resumes from its cursor. After the reader has seen Redis
 fail, publish and replay raise ``BrokerUnavailable`` at once until it
 reconnects; a stream that needed replay then ends with ``retry:`` and keeps
 its ``Last-Event-ID`` for the next attempt (``streaming.transport.stream``).
@@ -48,25 +51,25 @@ import time
 from typing import Any, Protocol
 
 import redis
-from redis.backoff import NoBackoff
-from redis.retry import Retry
 
 from server.background import Background
+from server.redis_url import RedisTarget, as_target
 from streaming.core.broker import BrokerUnavailable
 from streaming.core.events import PUBLIC, Delivery, Event
 from streaming.core.history import EXPIRED, UNKNOWN, Reader, ReplayGap, visible
 from streaming.core.ids import Key, format_id, parse_id
 from streaming.core.registry import Registry
 from streaming.core.topics import TopicFilter
+from streaming.scaleout.redis_client import Client, Durable, connect
+from streaming.scaleout.redis_keys import STREAM_KEY as STREAM_KEY  # the stream, as tests and tools name it
+from streaming.scaleout.redis_keys import rename_legacy_keys
 
 log = logging.getLogger("jobstream.redis")
 
-STREAM_KEY = "jobstream:events"
 PRIVATE_FIELD = "p"  # "1" on a private event's entry, absent otherwise
 OWNER_FIELD = "o"  # the owner's ``sub`` on an owned event's entry (a job's), absent otherwise
 LOW_FIELD = "l"  # on a low-priority event's entry: its conflation key, or "" for none
-SOCKET_TIMEOUT_SECONDS = 1.0
-# XREAD BLOCK must return well inside the socket timeout, and bounds how long
+# XREAD BLOCK must return well inside the socket timeout (redis_client), and bounds how long
 # ``stop`` waits for the reader.
 BLOCK_MS = 500
 READ_BATCH = 500
@@ -85,17 +88,6 @@ BACKOFF_MAX_SECONDS = 1.0
 MIN_RETAINED = 100
 
 
-def connect(url: str) -> redis.Redis:
-    """A client with its own pool, short timeouts and no hidden retries."""
-    return redis.Redis.from_url(
-        url,
-        socket_timeout=SOCKET_TIMEOUT_SECONDS,
-        socket_connect_timeout=SOCKET_TIMEOUT_SECONDS,
-        retry=Retry(NoBackoff(), 0),
-        decode_responses=True,
-    )
-
-
 class Peers(Protocol):
     """The other workers of this host (``streaming.scaleout.instance.DeliveryCursors``)."""
 
@@ -108,21 +100,29 @@ class RedisPublisher:
     """``XADD`` only: for a process that publishes but serves no streams
     (``python -m jobs.worker`` with ``REDIS_URL``)."""
 
-    def __init__(self, url: str, history_size: int, key: str = STREAM_KEY) -> None:
-        self.url = url
+    def __init__(self, target: RedisTarget | str, history_size: int, key: str = STREAM_KEY) -> None:
+        self.target = as_target(target)
         self.history_size = history_size
         self.key = key
         self.maxlen = max(history_size, MIN_RETAINED)
-        self._client: redis.Redis | None = None
+        self._client: Client | None = None
+        self._durable: Durable | None = None
         self._client_lock = threading.Lock()
 
     @property
-    def redis(self) -> redis.Redis:
+    def redis(self) -> Client:
         if self._client is None:
             with self._client_lock:
                 if self._client is None:
-                    self._client = connect(self.url)
+                    self._client = connect(self.target)
+                    self._durable = Durable(self._client, self.target, self.key)
         return self._client
+
+    @property
+    def durable(self) -> Durable:
+        self.redis  # noqa: B018 - makes the client and its Durable
+        assert self._durable is not None
+        return self._durable
 
     def publish(self, topic: str, event: str, data: str, delivery: Delivery = PUBLIC) -> Event:
         fields = {"topic": topic, "event": event, "data": data}
@@ -133,7 +133,9 @@ class RedisPublisher:
         if delivery.low:
             fields[LOW_FIELD] = delivery.conflate or ""
         try:
-            entry_id = self.redis.xadd(self.key, fields, maxlen=self.maxlen, approximate=True)  # type: ignore[arg-type]
+            entry_id = self.durable.write(
+                lambda c: c.xadd(self.key, fields, maxlen=self.maxlen, approximate=True)  # type: ignore[arg-type]
+            )
         except redis.RedisError as exc:
             raise BrokerUnavailable(f"redis: {exc}") from exc
         return Event.create(str(entry_id), topic, event, data, delivery)
@@ -142,13 +144,19 @@ class RedisPublisher:
         if self._client is not None:
             self._client.close()
             self._client = None
+            self._durable = None
 
 
 class RedisBroker(RedisPublisher):
     def __init__(
-        self, registry: Registry, url: str, history_size: int, key: str = STREAM_KEY, fanout_run: int = 25
+        self,
+        registry: Registry,
+        target: RedisTarget | str,
+        history_size: int,
+        key: str = STREAM_KEY,
+        fanout_run: int = 25,
     ) -> None:
-        super().__init__(url, history_size, key)
+        super().__init__(target, history_size, key)
         self.registry = registry
         # Events fanned out between two yields to the streams: under half a
         # client buffer, so a stream that writes at every yield never
@@ -176,6 +184,10 @@ class RedisBroker(RedisPublisher):
         # after start (by anyone) is delivered. Redis down: start from this
         # moment on the local clock and let the reader retry.
         try:
+            if self.key == STREAM_KEY and not isinstance(self.redis, redis.RedisCluster):
+                # Before the newest id is read: another worker's rename is atomic, so
+                # this one starts past the renamed stream's entries, not before them.
+                rename_legacy_keys(self.redis)
             self._cursor = self._newest_id()
         except redis.RedisError as exc:
             self._cursor = f"{time.time_ns() // 1_000_000}-0"
