@@ -60,7 +60,7 @@ from streaming.core.history import EXPIRED, UNKNOWN, Reader, ReplayGap, visible
 from streaming.core.ids import Key, format_id, parse_id
 from streaming.core.registry import Registry
 from streaming.core.topics import TopicFilter
-from streaming.scaleout.redis_client import Client, Durable, connect
+from streaming.scaleout.redis_client import FOLLOW_SECONDS, Client, Durable, connect, follow_master
 from streaming.scaleout.redis_keys import STREAM_KEY as STREAM_KEY  # the stream, as tests and tools name it
 from streaming.scaleout.redis_keys import rename_legacy_keys
 
@@ -293,8 +293,12 @@ class RedisBroker(RedisPublisher):
 
     def _read(self, stop: threading.Event) -> None:
         backoff = BACKOFF_MIN_SECONDS
+        followed = time.monotonic()
         while not stop.is_set():
             try:
+                if time.monotonic() - followed >= FOLLOW_SECONDS:
+                    followed = time.monotonic()
+                    follow_master(self.redis)
                 if self._cursor is None:
                     self._cursor = self._newest_id()
                 elif not self._up:

@@ -38,7 +38,7 @@ import redis
 from redis.backoff import NoBackoff
 from redis.cluster import ClusterNode, RedisCluster
 from redis.retry import Retry
-from redis.sentinel import Sentinel
+from redis.sentinel import Sentinel, SentinelConnectionPool
 
 from server.redis_url import CLUSTER, SENTINEL, RedisTarget, as_target
 from streaming.core.broker import BrokerUnavailable
@@ -122,6 +122,34 @@ def connect(target: RedisTarget | str) -> Client:
     return redis.Redis.from_url(target.url, retry=no_retry, **common)
 
 
+def follow_master(client: Client) -> bool:
+    """With Sentinel: ask the sentinels where the primary is now, and when it
+    moved, drop the pool's connections to the old one (idle ones at once, the
+    others when released). True when it moved.
+
+    A ``SENTINEL FAILOVER`` leaves the old primary a primary for a while
+    (until the sentinel reconfigures it, up to ~10 s): connections to it see
+    no error, its writes reach no replica (so ``WAIT`` refuses them) and a
+    reader there sees none of the new primary's entries. Hence the reader
+    calls this every ``FOLLOW_SECONDS`` and ``Durable`` after a shortfall."""
+    pool = getattr(client, "connection_pool", None)
+    if not isinstance(pool, SentinelConnectionPool):
+        return False
+    before = pool.master_address
+    try:
+        after = pool.get_master_address()  # type: ignore[no-untyped-call]
+    except redis.RedisError:
+        return False  # no sentinel answers: the connections' own errors tell
+    if before is not None and after != before:
+        log.warning("redis primary moved", extra={"event": "redis_primary_moved", "primary": f"{after[0]}:{after[1]}"})
+        return True
+    return False
+
+
+# How often a reader asks the sentinels where the primary is (see follow_master).
+FOLLOW_SECONDS = 1.0
+
+
 class Durable:
     """Writes to ``key``'s primary that count only once ``target.min_replicas`` replicas have them."""
 
@@ -148,6 +176,7 @@ class Durable:
                 self._refresh_slots()
             raise
         if acked < self.min_replicas:
+            follow_master(self.client)  # the primary may have moved under us
             message = f"{acked} of {self.min_replicas} replicas confirmed the write within {self.timeout_ms} ms"
             if strict:
                 raise NotReplicated(message)
