@@ -279,7 +279,8 @@ class RedisBroker(RedisPublisher):
             raise info
         if isinstance(entries, Exception):
             raise entries
-        return info, entries or []
+        # A Cluster transaction leaves XRANGE's reply unparsed: fields as a flat list.
+        return info, [(entry_id, _pairs(fields)) for entry_id, fields in entries or ()]
 
     @property
     def last_key(self) -> Key | None:
@@ -381,6 +382,12 @@ def _event(entry_id: str, fields: dict[str, str]) -> Event | None:
     except (KeyError, ValueError):
         log.warning("skipping a malformed stream entry", extra={"event": "bad_entry", "id": entry_id})
         return None
+
+
+def _pairs(fields: dict[str, str] | list[str]) -> dict[str, str]:
+    if isinstance(fields, dict):
+        return fields
+    return dict(zip(fields[::2], fields[1::2], strict=True))
 
 
 def _delivery(fields: dict[str, str]) -> Delivery:
