@@ -19,7 +19,7 @@ def test_jobs_and_events_under_the_old_names_are_read_after_the_upgrade(redis_se
 
     store = RedisJobStore(redis_server.url)
     assert store.get(job.id) == job  # the first use renames
-    assert [entry_id for entry_id, _ in raw.xrange(STREAM_KEY)] == ids
+    assert [entry_id for entry_id, _ in raw.xrange(STREAM_KEY) or ()] == ids
     assert raw.keys("jobstream:*") == []
     assert raw.exists(RENAMED_KEY)
     # Once per database: a later key under an old name stays where it is.
