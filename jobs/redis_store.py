@@ -20,8 +20,16 @@ atomically: a status change moves the job between the sets and adjusts the
 counts in the same step, and ``claim`` (take the oldest pending job of the
 given types) hands a job to exactly one runner among every process on every
 host. Status writes are conditional on the expected status (and owner), like
-the SQLite store's. Scripts name keys they compute, which a single Redis (or
-Sentinel) allows and Redis Cluster does not.
+the SQLite store's. Every key carries the ``{jobstream}`` hash tag, so on
+Redis Cluster all of them (and the event stream) are in one slot: a script
+computes its keys from the prefix and passes one (``jobs:counts``) as
+``KEYS[1]``, which routes it to that slot's primary.
+
+With ``REDIS_MIN_REPLICAS_ACK`` the writes an API request is answered for
+(create, cancel, withdraw) wait for that many replicas (``WAIT``) or raise
+``BrokerUnavailable`` (a create is then withdrawn again, when still pending);
+the runner's writes wait too but only log a shortfall: nobody is answered for
+them, and failing them would leave a finished job's record unannounced.
 
 There is no change feed: every process (``python -m jobs.worker`` too)
 publishes its own job changes to the shared event stream, so ``changes`` is
@@ -45,10 +53,11 @@ from jobs.owners import Owner, is_alive
 from jobs.redis_scripts import SCRIPTS
 from jobs.states import InvalidTransition, Status, check_transition
 from jobs.store import EVERYONE, MAX_PAGE, JobNotFound, Page, Selection, Viewer, decode_cursor, encode_cursor
-from streaming import BrokerUnavailable
+from server.redis_url import RedisTarget, as_target
+from streaming import REDIS_PREFIX, BrokerUnavailable, RedisDurable, redis_outage, redis_rename_legacy_keys
 from streaming import redis_connect as connect
 
-PREFIX = "jobstream:"
+PREFIX = REDIS_PREFIX
 INTERRUPTED = "interrupted"
 # Jobs a page or snapshot reads at most while it skips those its reader may
 # not see (a status-filtered page of someone with few jobs among many).
@@ -91,35 +100,53 @@ def _job(fields: dict[str, str]) -> Job:
 def _unavailable() -> Iterator[None]:
     try:
         yield
-    except redis.ResponseError:
-        raise  # a bug (a script error), not an outage
     except redis.RedisError as exc:
+        if not redis_outage(exc):
+            raise  # a bug (a script error), not an outage
         raise BrokerUnavailable(f"redis: {exc}") from exc
 
 
 class RedisJobStore:
-    def __init__(self, url: str, owner: Owner | None = None, prefix: str = PREFIX) -> None:
-        self.url = url
+    def __init__(self, target: RedisTarget | str, owner: Owner | None = None, prefix: str = PREFIX) -> None:
+        self.target = as_target(target)
         self.prefix = prefix
         self.owner = owner or Owner.current()
         self.instance = str(self.owner)
-        self._client: redis.Redis | None = None
+        self._client: Any = None  # redis.Redis or redis.RedisCluster
+        self._durable: RedisDurable | None = None
         self._scripts: dict[str, Any] = {}
         self._indexed = False  # INDEX_UNOWNED ran (on the first read that needs it)
+        self._renamed = prefix != PREFIX  # the legacy keys' rename is the default prefix's
 
     @property
-    def redis(self) -> redis.Redis:
+    def redis(self) -> Any:
         # Made on first use: inside the worker, after gevent patched sockets.
         if self._client is None:
-            self._client = connect(self.url)
+            client = connect(self.target)
             for name, body in SCRIPTS.items():
-                self._scripts[name] = self._client.register_script(body)
+                self._scripts[name] = client.register_script(body)
+            self._durable = RedisDurable(client, self.target, f"{self.prefix}jobs:counts")
+            self._client = client
+        if not self._renamed:
+            self._rename_legacy_keys(self._client)
         return self._client
 
-    def _run(self, script: str, *args: Any) -> Any:
-        client = self.redis
+    def _rename_legacy_keys(self, client: Any) -> None:
+        if isinstance(client, redis.RedisCluster):
+            self._renamed = True  # a Cluster never held the untagged names
+            return
+        with contextlib.suppress(redis.RedisError):  # down: the next use tries again
+            redis_rename_legacy_keys(client)
+            self._renamed = True
+
+    def _run(self, script: str, *args: Any, strict: bool = True) -> Any:
+        self.redis  # noqa: B018 - makes the client, its scripts and its Durable
+        assert self._durable is not None
+        keys = [f"{self.prefix}jobs:counts"]  # routes the script to the slot of every job key
         with _unavailable():
-            return self._scripts[script](args=[self.prefix, *args], client=client)
+            return self._durable.write(
+                lambda c: self._scripts[script](keys=keys, args=[self.prefix, *args], client=c), strict=strict
+            )
 
     def _key(self, job_id: str) -> str:
         return f"{self.prefix}job:{job_id}"
@@ -148,15 +175,30 @@ class RedisJobStore:
         deletes = [k for k, v in values.items() if v is None]
         pairs = [item for kv in sets.items() for item in kv]
         flat = self._run(
-            "update", job_id, expect.value, owner or "", new.value if new else "", len(sets), *pairs, *deletes
+            "update",
+            *(job_id, expect.value, owner or "", new.value if new else "", len(sets), *pairs, *deletes),
+            strict=False,
         )
         return _job(_fields(flat)) if flat else None
 
     # -- the API's operations --------------------------------------------------
 
     def create(self, type: str, name: str, params: dict[str, Any], owner: str | None = None) -> Job:
-        flat = self._run("create", new_job_id(), type, name, _dumps(params), now_ms(), owner or "")
+        job_id = new_job_id()
+        try:
+            flat = self._run("create", job_id, type, name, _dumps(params), now_ms(), owner or "")
+        except BrokerUnavailable:
+            # Not confirmed means not accepted: take it back while nobody ran it
+            # (no WAIT: the replicas that missed the create miss nothing).
+            with contextlib.suppress(BrokerUnavailable, redis.RedisError):
+                self._run_unconfirmed("withdraw", job_id)
+            raise
         return _job(_fields(flat))
+
+    def _run_unconfirmed(self, script: str, *args: Any) -> Any:
+        client = self.redis
+        with _unavailable():
+            return self._scripts[script](keys=[f"{self.prefix}jobs:counts"], args=[self.prefix, *args], client=client)
 
     def get(self, job_id: str) -> Job | None:
         found = self._load([job_id])
@@ -190,7 +232,7 @@ class RedisJobStore:
         go on below when the scan stopped at ``SCAN_LIMIT`` (else None).
         Without ``keep`` it is one round trip for the ids and one for the jobs."""
         if not self._indexed:
-            self._run("index_unowned")  # raises BrokerUnavailable: retried by the next read
+            self._run_unconfirmed("index_unowned")  # raises BrokerUnavailable: retried by the next read
             self._indexed = True
         found: list[tuple[int, Job]] = []
         scanned = 0
@@ -243,7 +285,7 @@ class RedisJobStore:
     def claim(self, types: Collection[str]) -> Job | None:
         if not types:
             return None
-        flat = self._run("claim", now_ms(), self.instance, *types)
+        flat = self._run("claim", now_ms(), self.instance, *types, strict=False)
         return _job(_fields(flat)) if flat else None
 
     def progress(self, job_id: str, fraction: float, message: str | None) -> Job | None:
@@ -343,6 +385,7 @@ class RedisJobStore:
         if self._client is not None:
             self._client.close()
             self._client = None
+            self._durable = None
 
 
 __all__ = ["RedisJobStore"]

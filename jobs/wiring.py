@@ -24,7 +24,7 @@ def make_store(settings: Settings) -> JobStore:
     if settings.redis_url:
         from jobs.redis_store import RedisJobStore
 
-        return RedisJobStore(settings.redis_url)
+        return RedisJobStore(settings.redis)
     from jobs.sqlite_store import SqliteJobStore
 
     return SqliteJobStore(settings.jobs_db)

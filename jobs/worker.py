@@ -73,7 +73,7 @@ def _announcer(settings: Settings) -> Callable[[dict[str, Any]], None]:
     from jobs.feed import EVENT, delivery_of, topic_of
     from streaming import RedisPublisher, data_text
 
-    stream = RedisPublisher(settings.redis_url, settings.history_size)
+    stream = RedisPublisher(settings.redis, settings.history_size)
 
     # An owned job's events are private to its owner, as StreamingService.publish
     # makes them; with STREAM_AUTH=off readers are not identified: public.

@@ -30,6 +30,8 @@ COMMAND = "python -m scripts.settings_doc"
 
 TYPES = {
     "int": "integer",
+    "int | None": "integer",
+    "bool": "`0` or `1`",
     "float": "number",
     "str": "text",
     "tuple[str, ...]": "comma-separated list",
@@ -92,6 +94,10 @@ def _choices(field: dataclasses.Field[Any]) -> tuple[str, ...]:
 
 
 def _default(value: Any) -> str:
+    if value is None:
+        return "(see meaning)"
+    if isinstance(value, bool):
+        return f"`{int(value)}`"
     if isinstance(value, tuple):
         return f"`{','.join(value)}`" if value else "(none)"
     if isinstance(value, str):

@@ -101,6 +101,16 @@ def text(name: str, raw: str) -> str:
     return raw.strip()
 
 
+FLAGS = {"1": True, "true": True, "yes": True, "on": True, "0": False, "false": False, "no": False, "off": False}
+
+
+def flag(name: str, raw: str) -> bool:
+    value = FLAGS.get(raw.strip().lower())
+    if value is None:
+        raise ConfigError(name, raw, "must be 1 or 0 (true/false, yes/no, on/off)")
+    return value
+
+
 def csv(name: str, raw: str) -> tuple[str, ...]:
     return tuple(part.strip() for part in raw.split(",") if part.strip())
 

@@ -21,6 +21,7 @@ from typing import Any
 
 from server import parsers
 from server.parsers import MIN_SECRET_BYTES, ConfigError
+from server.redis_url import DEFAULT_WAIT_TIMEOUT_MS, RedisTarget, mask_password, parse_redis_url
 
 __all__ = ["ConfigError", "Settings"]
 
@@ -214,8 +215,29 @@ class Settings:
         "REDIS_URL",
         "",
         parsers.text,
-        "`redis://` or `rediss://` URL of a Redis 7.0 or newer: events, their history and the jobs then"
-        " live there, shared by every worker and host. Unset: one worker, SQLite.",
+        "URL of a Redis 7.0 or newer: events, their history and the jobs then live there, shared by every"
+        " worker and host. `redis://` or `rediss://` (one Redis), `redis+sentinel://host:port[,host:port]/"
+        "<master>[/db]` (Sentinel), `redis+cluster://host:port[,host:port]` (Cluster); see docs/scale-out.md."
+        " Unset: one worker, SQLite.",
+    )
+    redis_cluster: bool = _field(
+        "REDIS_CLUSTER",
+        False,
+        parsers.flag,
+        "`1`: the `redis://` or `rediss://` host of `REDIS_URL` is a node of a Redis Cluster (as `redis+cluster://`).",
+    )
+    redis_min_replicas_ack: int | None = _field(
+        "REDIS_MIN_REPLICAS_ACK",
+        None,
+        parsers.non_negative_int,
+        "Replicas that must confirm (`WAIT`) a publish or a job write before it is answered `202`/`201`;"
+        " fewer within `REDIS_WAIT_TIMEOUT_MS` is a `503`. Unset: 1 with Sentinel, 0 otherwise.",
+    )
+    redis_wait_timeout_ms: int = _field(
+        "REDIS_WAIT_TIMEOUT_MS",
+        DEFAULT_WAIT_TIMEOUT_MS,
+        parsers.positive_int,
+        "Milliseconds a write waits for `REDIS_MIN_REPLICAS_ACK` replicas before it is answered `503`.",
     )
     # Tokens: JWTs for private streams and scoped writers (docs/security.md).
     jwt_secret: str = _field(
@@ -305,6 +327,10 @@ class Settings:
                 str(self.max_connections_fleet),
                 "a fleet-wide limit needs REDIS_URL: the hosts count their streams there",
             )
+        if self.redis_url:
+            parse_redis_url(self.redis_url, self.redis_cluster)
+        elif self.redis_cluster:
+            raise ConfigError("REDIS_CLUSTER", "1", "needs REDIS_URL (a node of the cluster)")
         if self.jwt_secret and self.jwt_public_key:
             raise ConfigError("JWT_PUBLIC_KEY", self.jwt_public_key, "set JWT_SECRET or JWT_PUBLIC_KEY, not both")
         if self.jwt_secret and len(self.jwt_secret.encode()) < MIN_SECRET_BYTES:
@@ -338,6 +364,12 @@ class Settings:
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"{host}:{self.port}"
 
+    @property
+    def redis(self) -> RedisTarget:
+        """``REDIS_URL`` parsed, with ``REDIS_CLUSTER`` and the ``WAIT`` settings (only with ``REDIS_URL``)."""
+        target = parse_redis_url(self.redis_url, self.redis_cluster)
+        return target.with_durability(self.redis_min_replicas_ack, self.redis_wait_timeout_ms)
+
     def replace(self, **changes: Any) -> Settings:
         return dataclasses.replace(self, **changes)
 
@@ -349,15 +381,6 @@ class Settings:
             if field.name in ("api_token", "jwt_secret"):
                 value = "set" if value else "unset"
             elif field.name == "redis_url" and value:
-                value = _mask_password(value)
+                value = mask_password(value)
             out[field.metadata["env"]] = list(value) if isinstance(value, tuple) else value
         return out
-
-
-def _mask_password(url: str) -> str:
-    scheme, sep, rest = url.partition("://")
-    if "@" not in rest:
-        return url
-    creds, _, host = rest.rpartition("@")
-    user = creds.split(":", 1)[0]
-    return f"{scheme}{sep}{user}:***@{host}" if ":" in creds else url

@@ -35,10 +35,15 @@ if TYPE_CHECKING:
     from streaming.ops.observers import Observer
     from streaming.ops.service import JobView, StreamingService
     from streaming.scaleout.redis_broker import RedisPublisher
-    from streaming.scaleout.redis_broker import connect as redis_connect
+    from streaming.scaleout.redis_client import Durable as RedisDurable
+    from streaming.scaleout.redis_client import connect as redis_connect
+    from streaming.scaleout.redis_client import is_outage as redis_outage
+    from streaming.scaleout.redis_keys import PREFIX as REDIS_PREFIX
+    from streaming.scaleout.redis_keys import rename_legacy_keys as redis_rename_legacy_keys
     from streaming.transport.views import init_app
 
 __all__ = [
+    "REDIS_PREFIX",
     "BrokerUnavailable",
     "CloseReason",
     "Delivery",
@@ -46,6 +51,7 @@ __all__ = [
     "JobView",
     "Metrics",
     "Observer",
+    "RedisDurable",
     "RedisPublisher",
     "RefusalReason",
     "StreamingService",
@@ -57,6 +63,8 @@ __all__ = [
     "init_app",
     "metrics_of",
     "redis_connect",
+    "redis_outage",
+    "redis_rename_legacy_keys",
     "service_of",
 ]
 
@@ -76,7 +84,11 @@ _LAZY = {
     "metrics_of": ("streaming.ops.metrics", "metrics_of"),
     "Metrics": ("streaming.ops.metrics", "Metrics"),
     "JobView": ("streaming.ops.service", "JobView"),
-    "redis_connect": ("streaming.scaleout.redis_broker", "connect"),
+    "redis_connect": ("streaming.scaleout.redis_client", "connect"),
+    "RedisDurable": ("streaming.scaleout.redis_client", "Durable"),
+    "redis_outage": ("streaming.scaleout.redis_client", "is_outage"),
+    "REDIS_PREFIX": ("streaming.scaleout.redis_keys", "PREFIX"),
+    "redis_rename_legacy_keys": ("streaming.scaleout.redis_keys", "rename_legacy_keys"),
 }
 
 EXTENSION = "jobstream"

@@ -316,7 +316,7 @@ def _make_broker(settings: Settings, registry: Registry) -> Broker:
         from streaming.scaleout.redis_broker import RedisBroker
 
         return RedisBroker(
-            registry, settings.redis_url, settings.history_size, fanout_run=max(1, settings.client_buffer // 2)
+            registry, settings.redis, settings.history_size, fanout_run=max(1, settings.client_buffer // 2)
         )
     store = SqliteHistory(settings.jobs_db, settings.history_size) if settings.history_size else None
     return MemoryBroker(registry, settings.history_size, store)
@@ -325,11 +325,11 @@ def _make_broker(settings: Settings, registry: Registry) -> Broker:
 def _make_fleet(settings: Settings, registry: Registry, listing: Callable[[], Iterable[dict[str, Any]]]) -> Fleet:
     """Fleet limits gate admissions only when one is set; the view is kept anyway."""
     from streaming.scaleout.fleet import Fleet
-    from streaming.scaleout.redis_broker import connect
+    from streaming.scaleout.redis_client import connect
 
-    url = settings.redis_url
+    target = settings.redis
     fleet = Fleet(
-        lambda: connect(url),
+        lambda: connect(target),
         listing,
         host=settings.instance_name,
         lease_seconds=settings.fleet_lease_seconds,

@@ -27,10 +27,13 @@
   trims whole radix nodes, so the window holds *at least*
   ``STREAM_HISTORY_SIZE`` events.
 
-Timeouts are short (``SOCKET_TIMEOUT_SECONDS``) and redis-py's own retries
-are off: a stopped Redis must turn a publish into a prompt 503, not a hang.
-A timed-out ``XADD`` may still be applied once Redis resumes, so a 503 means
-"not confirmed", not "certainly dropped". After the reader has seen Redis
+The client comes from ``streaming.scaleout.redis_client`` (one Redis,
+Sentinel or Cluster; short timeouts, no hidden retries): a stopped Redis must
+turn a publish into a prompt 503, not a hang. With ``REDIS_MIN_REPLICAS_ACK``
+each ``XADD`` is confirmed by ``WAIT`` before the publish returns. A timed-out
+or unconfirmed ``XADD`` may still be applied (and delivered), so a 503 means
+"not confirmed", not "certainly dropped". After a Sentinel failover the
+reader's next ``XREAD`` goes to the new primary and resumes from its cursor. After the reader has seen Redis
 fail, publish and replay raise ``BrokerUnavailable`` at once until it
 reconnects; a stream that needed replay then ends with ``retry:`` and keeps
 its ``Last-Event-ID`` for the next attempt (``streaming.transport.stream``).
@@ -52,25 +55,23 @@ import time
 from typing import Any, Protocol
 
 import redis
-from redis.backoff import NoBackoff
-from redis.retry import Retry
 
 from server.background import Background
+from server.redis_url import RedisTarget, as_target
 from streaming.core.broker import BrokerUnavailable
 from streaming.core.events import PUBLIC, Delivery, Event
 from streaming.core.history import EXPIRED, UNKNOWN, Reader, ReplayGap, visible
 from streaming.core.ids import Key, format_id, parse_id
 from streaming.core.registry import Registry
 from streaming.core.topics import TopicFilter, is_internal
+from streaming.scaleout.redis_client import FOLLOW_SECONDS, Client, Durable, connect, follow_master
+from streaming.scaleout.redis_entries import entry_event, entry_fields, pairs
+from streaming.scaleout.redis_keys import STREAM_KEY as STREAM_KEY  # the stream, as tests and tools name it
+from streaming.scaleout.redis_keys import rename_legacy_keys
 
 log = logging.getLogger("jobstream.redis")
 
-STREAM_KEY = "jobstream:events"
-PRIVATE_FIELD = "p"  # "1" on a private event's entry, absent otherwise
-OWNER_FIELD = "o"  # the owner's ``sub`` on an owned event's entry (a job's), absent otherwise
-LOW_FIELD = "l"  # on a low-priority event's entry: its conflation key, or "" for none
-SOCKET_TIMEOUT_SECONDS = 1.0
-# XREAD BLOCK must return well inside the socket timeout, and bounds how long
+# XREAD BLOCK must return well inside the socket timeout (redis_client), and bounds how long
 # ``stop`` waits for the reader.
 BLOCK_MS = 500
 READ_BATCH = 500
@@ -90,17 +91,6 @@ MIN_RETAINED = 100
 CANARY_RETAINED = 100  # canaries kept: each worker reads its own back at once
 
 
-def connect(url: str) -> redis.Redis:
-    """A client with its own pool, short timeouts and no hidden retries."""
-    return redis.Redis.from_url(
-        url,
-        socket_timeout=SOCKET_TIMEOUT_SECONDS,
-        socket_connect_timeout=SOCKET_TIMEOUT_SECONDS,
-        retry=Retry(NoBackoff(), 0),
-        decode_responses=True,
-    )
-
-
 class Peers(Protocol):
     """The other workers of this host (``streaming.scaleout.instance.DeliveryCursors``)."""
 
@@ -113,34 +103,41 @@ class RedisPublisher:
     """``XADD`` only: for a process that publishes but serves no streams
     (``python -m jobs.worker`` with ``REDIS_URL``)."""
 
-    def __init__(self, url: str, history_size: int, key: str = STREAM_KEY) -> None:
-        self.url = url
+    def __init__(self, target: RedisTarget | str, history_size: int, key: str = STREAM_KEY) -> None:
+        self.target = as_target(target)
         self.history_size = history_size
         self.key = key
         self.maxlen = max(history_size, MIN_RETAINED)
         self.canary_key = f"{key}:canary"
-        self._client: redis.Redis | None = None
+        self._client: Client | None = None
+        self._durable: Durable | None = None
         self._client_lock = threading.Lock()
 
     @property
-    def redis(self) -> redis.Redis:
+    def redis(self) -> Client:
         if self._client is None:
             with self._client_lock:
                 if self._client is None:
-                    self._client = connect(self.url)
+                    self._client = connect(self.target)
+                    self._durable = Durable(self._client, self.target, self.key)
         return self._client
 
+    @property
+    def durable(self) -> Durable:
+        self.redis  # noqa: B018 - makes the client and its Durable
+        assert self._durable is not None
+        return self._durable
+
     def publish(self, topic: str, event: str, data: str, delivery: Delivery = PUBLIC) -> Event:
-        fields = {"topic": topic, "event": event, "data": data}
-        if delivery.private or delivery.owner is not None:
-            fields[PRIVATE_FIELD] = "1"
-        if delivery.owner is not None:
-            fields[OWNER_FIELD] = delivery.owner
-        if delivery.low:
-            fields[LOW_FIELD] = delivery.conflate or ""
+        fields = entry_fields(topic, event, data, delivery)
         try:
-            key, maxlen = (self.canary_key, CANARY_RETAINED) if is_internal(topic) else (self.key, self.maxlen)
-            entry_id = self.redis.xadd(key, fields, maxlen=maxlen, approximate=True)  # type: ignore[arg-type]
+            if is_internal(topic):
+                # No WAIT: a canary measures the flow, it is not acknowledged to anyone.
+                entry_id = self.redis.xadd(self.canary_key, fields, maxlen=CANARY_RETAINED, approximate=True)  # type: ignore[arg-type]
+            else:
+                entry_id = self.durable.write(
+                    lambda c: c.xadd(self.key, fields, maxlen=self.maxlen, approximate=True)  # type: ignore[arg-type]
+                )
         except redis.RedisError as exc:
             raise BrokerUnavailable(f"redis: {exc}") from exc
         return Event.create(str(entry_id), topic, event, data, delivery)
@@ -149,13 +146,19 @@ class RedisPublisher:
         if self._client is not None:
             self._client.close()
             self._client = None
+            self._durable = None
 
 
 class RedisBroker(RedisPublisher):
     def __init__(
-        self, registry: Registry, url: str, history_size: int, key: str = STREAM_KEY, fanout_run: int = 25
+        self,
+        registry: Registry,
+        target: RedisTarget | str,
+        history_size: int,
+        key: str = STREAM_KEY,
+        fanout_run: int = 25,
     ) -> None:
-        super().__init__(url, history_size, key)
+        super().__init__(target, history_size, key)
         self.registry = registry
         # Events fanned out between two yields to the streams: under half a
         # client buffer, so a stream that writes at every yield never
@@ -184,6 +187,10 @@ class RedisBroker(RedisPublisher):
         # after start (by anyone) is delivered. Redis down: start from this
         # moment on the local clock and let the reader retry.
         try:
+            if self.key == STREAM_KEY and not isinstance(self.redis, redis.RedisCluster):
+                # Before the newest id is read: another worker's rename is atomic, so
+                # this one starts past the renamed stream's entries, not before them.
+                rename_legacy_keys(self.redis)
             self._cursor = self._newest_id()
             newest: Any = self.redis.xrevrange(self.canary_key, count=1)
             self._canary_cursor = str(newest[0][0]) if newest else "0-0"
@@ -265,7 +272,7 @@ class RedisBroker(RedisPublisher):
             if trimmed or after != (0, 0):
                 raise ReplayGap(UNKNOWN)
         # Resumability was decided on ids above; only now is anything filtered.
-        events = [_event(entry_id, fields) for entry_id, fields in entries[1 if found else 0 :]]
+        events = [entry_event(entry_id, fields) for entry_id, fields in entries[1 if found else 0 :]]
         return visible((e for e in events if e is not None), topics, may_read)
 
     def _window(self, start: str) -> tuple[dict[str, Any], list[tuple[str, dict[str, str]]]]:
@@ -279,7 +286,8 @@ class RedisBroker(RedisPublisher):
             raise info
         if isinstance(entries, Exception):
             raise entries
-        return info, entries or []
+        # A Cluster transaction leaves XRANGE's reply unparsed: fields as a flat list.
+        return info, [(entry_id, pairs(fields)) for entry_id, fields in entries or ()]
 
     @property
     def last_key(self) -> Key | None:
@@ -293,8 +301,12 @@ class RedisBroker(RedisPublisher):
 
     def _read(self, stop: threading.Event) -> None:
         backoff = BACKOFF_MIN_SECONDS
+        followed = time.monotonic()
         while not stop.is_set():
             try:
+                if time.monotonic() - followed >= FOLLOW_SECONDS:
+                    followed = time.monotonic()
+                    follow_master(self.redis)
                 if self._cursor is None:
                     self._cursor = self._newest_id()
                 elif not self._up:
@@ -320,7 +332,7 @@ class RedisBroker(RedisPublisher):
                     continue
                 for entry_id, fields in entries:
                     self._cursor = entry_id
-                    event = _event(entry_id, fields)
+                    event = entry_event(entry_id, fields)
                     if event is None:
                         continue
                     self._last = event.key
@@ -342,7 +354,7 @@ class RedisBroker(RedisPublisher):
         # Neither ``_cursor`` nor ``_last``: publishes and peers wait on those.
         for entry_id, fields in entries:
             self._canary_cursor = entry_id
-            event = _event(entry_id, fields)
+            event = entry_event(entry_id, fields)
             if event is not None and is_internal(event.topic):
                 self.registry.fanout(event)  # only internal listeners, which do not raise
 
@@ -375,22 +387,3 @@ class RedisBroker(RedisPublisher):
             log.warning("reader fell behind the stream's trim", extra={"event": "reader_gap", "cursor": self._cursor})
             for client in self.registry.clients():
                 client.writer.mark_gap()
-
-
-def _event(entry_id: str, fields: dict[str, str]) -> Event | None:
-    try:
-        return Event.create(
-            entry_id,
-            fields["topic"],
-            fields.get("event", "message"),
-            fields.get("data", ""),
-            _delivery(fields),
-        )
-    except (KeyError, ValueError):
-        log.warning("skipping a malformed stream entry", extra={"event": "bad_entry", "id": entry_id})
-        return None
-
-
-def _delivery(fields: dict[str, str]) -> Delivery:
-    low = fields.get(LOW_FIELD)
-    return Delivery(fields.get(PRIVATE_FIELD) == "1", fields.get(OWNER_FIELD), low is not None, low or None)

@@ -201,6 +201,7 @@ def test_gunicorn_conf_imports_the_standard_library_and_settings_only(tmp_path: 
         "server",
         "server.settings",
         "server.parsers",
+        "server.redis_url",
         "server.logs",
         "streaming",
         "streaming.scaleout",

@@ -22,7 +22,7 @@ from streaming.core.history import SqliteHistory
 from streaming.core.ids import format_id
 from streaming.core.topics import TopicFilter
 from streaming.core.writer import CONFLATED, DROPPED, QUEUED, WAKE, StreamWriter
-from streaming.scaleout.redis_broker import _delivery
+from streaming.scaleout.redis_entries import delivery_of as _delivery
 from tests.support.apps import app_in
 
 ROOT = Path(__file__).resolve().parents[2]
