@@ -11,12 +11,12 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-import httpx
 import pytest
 
 from tests.conftest import StartServer
+from tests.support.fault_clients import Publisher, RemoteSSEClient, ResumingReader, health
 from tests.support.fault_tally import record, tally, wait_delivered
-from tests.support.faults import Netns, Publisher, RedisInNetns, RemoteSSEClient, ResumingReader
+from tests.support.faults import Netns, RedisInNetns
 from tests.support.sse import SSEClient
 
 TOPIC = "faults/cut"
@@ -69,12 +69,3 @@ def test_a_10s_redis_cut_loses_nothing_acknowledged(start_server: StartServer, t
     assert set(publisher.refused) <= {503}, publisher.refused  # no 500, no hang past the client's timeout
     assert len(publisher.acked) - acked_in_cut >= 20  # publishing works again
     assert result.recover_s is not None and result.recover_s < 5, result
-
-
-def health(base_url: str) -> tuple[int, str]:
-    """(status, broker) from /health on a new connection, so either worker may answer."""
-    try:
-        response = httpx.get(base_url + "/health", timeout=3)
-    except httpx.HTTPError:
-        return 0, ""
-    return response.status_code, response.json().get("broker", "")

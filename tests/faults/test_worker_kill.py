@@ -18,8 +18,8 @@ from collections import Counter
 import pytest
 
 from tests.conftest import StartServer
+from tests.support.fault_clients import Publisher, RemoteSSEClient, ResumingReader
 from tests.support.fault_tally import record, tally, wait_delivered
-from tests.support.faults import Publisher, RemoteSSEClient, ResumingReader
 from tests.support.redis import RedisServer
 from tests.support.sse import SSEClient
 

@@ -13,7 +13,7 @@ from collections import Counter
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from tests.support.faults import Publisher, ResumingReader
+from tests.support.fault_clients import Publisher, ResumingReader
 
 REPORT_ENV = "JOBSTREAM_FAULTS_REPORT"
 

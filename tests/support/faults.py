@@ -11,7 +11,7 @@ What each fault is made of (this kernel has no ``sch_netem``; see docs/reliabili
 - a **cut** (partition) is ``iptables -j DROP`` for everything on that end:
   no RST, no ICMP, connections hang as across a dead switch; ``heal`` removes
   the rules and the same connections may carry on;
-- **latency** is :class:`DelayProxy`, a userspace TCP relay that holds every
+- **latency** is ``tests.support.delay_proxy.DelayProxy``, a userspace TCP relay that holds every
   chunk it reads for ``delay`` seconds before writing it on, each direction.
 
 Everything is undone when the context manager exits (or, after a crash, by
@@ -29,16 +29,12 @@ import os
 import shutil
 import socket
 import subprocess
-import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import httpx
-
 from tests.support.server import refuse_in_unit_tests
-from tests.support.sse import SSEClient
 
 PREFIX = "jsfault"
 _CLONE_NEWNET = 0x40000000
@@ -112,6 +108,20 @@ class Link:
         """Drop every packet, each way (no RST, no ICMP)."""
         for chain, flag in (("INPUT", "-i"), ("OUTPUT", "-o")):
             self._add(chain, flag, self.ns_if, "-j", "DROP")
+
+    def dropped(self) -> int:
+        """Packets this link's rules have dropped so far (iptables' counters)."""
+        total = 0
+        for chain in ("INPUT", "OUTPUT"):
+            out = subprocess.run(
+                ["ip", "netns", "exec", self.ns.name, "iptables", "-w", "-nvx", "-L", chain],
+                capture_output=True, text=True, check=True, timeout=10,
+            ).stdout  # fmt: skip
+            for line in out.splitlines():
+                fields = line.split()
+                if "DROP" in fields and self.ns_if in fields and fields[0].isdigit():
+                    total += int(fields[0])
+        return total
 
     def heal(self) -> None:
         """Remove every rule this link added."""
@@ -227,239 +237,3 @@ class RedisInNetns:
             except OSError:
                 time.sleep(0.05)
         raise RuntimeError("redis-server in the namespace did not answer PING")
-
-
-class DelayProxy:
-    """A TCP relay adding ``delay`` seconds each way; ``cut_all`` resets every connection.
-
-    Threads only (two per direction per connection): the tests run a few
-    streams through it, not thousands.
-    """
-
-    def __init__(self, listen: tuple[str, int], target: tuple[str, int], delay: float) -> None:
-        self.target = target
-        self.delay = delay
-        self.server = socket.create_server(listen)
-        self.address: tuple[str, int] = self.server.getsockname()
-        self._conns: list[socket.socket] = []
-        self._lock = threading.Lock()
-        self._closed = False
-        threading.Thread(target=self._accept, daemon=True, name="delay-proxy").start()
-
-    def _accept(self) -> None:
-        while not self._closed:
-            try:
-                down, _ = self.server.accept()
-            except OSError:
-                return
-            try:
-                up = socket.create_connection(self.target, timeout=5)
-            except OSError:
-                down.close()
-                continue
-            for sock in (down, up):
-                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-                sock.settimeout(None)
-            with self._lock:
-                self._conns += [down, up]
-            self._pipe(down, up)
-            self._pipe(up, down)
-
-    def _pipe(self, src: socket.socket, dst: socket.socket) -> None:
-        """src -> (held for delay) -> dst, order kept."""
-        due: list[tuple[float, bytes]] = []
-        ready = threading.Condition()
-
-        def read() -> None:
-            while True:
-                try:
-                    data = src.recv(65536)
-                except OSError:
-                    data = b""
-                with ready:
-                    due.append((time.monotonic() + self.delay, data))
-                    ready.notify()
-                if not data:
-                    return
-
-        def write() -> None:
-            while True:
-                with ready:
-                    ready.wait_for(lambda: bool(due))
-                    at, data = due.pop(0)
-                time.sleep(max(0.0, at - time.monotonic()))
-                try:
-                    if not data:
-                        dst.shutdown(socket.SHUT_WR)
-                        return
-                    dst.sendall(data)
-                except OSError:
-                    return
-
-        threading.Thread(target=read, daemon=True).start()
-        threading.Thread(target=write, daemon=True).start()
-
-    def cut_all(self) -> int:
-        """Reset every relayed connection (both sides); returns how many there were."""
-        with self._lock:
-            conns, self._conns = self._conns, []
-        for sock in conns:
-            with contextlib.suppress(OSError):
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
-                sock.shutdown(socket.SHUT_RDWR)
-            sock.close()
-        return len(conns) // 2
-
-    def close(self) -> None:
-        self._closed = True
-        self.server.close()
-        self.cut_all()
-
-
-@dataclass
-class RemoteSSEClient(SSEClient):
-    """SSEClient to any host, optionally from inside a namespace."""
-
-    host: str = "127.0.0.1"
-    netns: Netns | None = None
-
-    def connect(self, recv_buffer: int | None = None) -> SSEClient:
-        if self.netns is not None:
-            with self.netns.entered():
-                sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        else:
-            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        sock.settimeout(self.timeout)
-        try:
-            sock.connect((self.host, self.port))
-            query = "&".join(f"{k}={v}" for k, v in self.params)
-            lines = [f"GET {self.path}?{query} HTTP/1.1", f"Host: {self.host}:{self.port}", "Accept: text/event-stream"]
-            lines += [f"{k}: {v}" for k, v in self.headers.items()]
-            sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode())
-        except OSError:
-            sock.close()
-            raise
-        self.sock = sock
-        return self
-
-
-class ResumingReader(threading.Thread):
-    """An EventSource in a thread: reads one stream, reconnects with Last-Event-ID.
-
-    ``ids`` is every id received for ``event``, in arrival order, repeats
-    included; ``arrived[id]`` when it first came. Reconnects after
-    ``retry_delay`` (a browser would honour the server's ``retry:``; the
-    tests keep the wait short and fixed).
-    """
-
-    def __init__(self, make: Callable[[dict[str, str]], SSEClient], event: str, retry_delay: float = 0.1) -> None:
-        super().__init__(daemon=True)
-        self.make = make
-        self.event = event
-        self.retry_delay = retry_delay
-        self.ids: list[str] = []
-        self.arrived: dict[str, float] = {}
-        self.last_id: str | None = None
-        self.connects = 0
-        self.failed_connects = 0
-        self.resets = 0
-        self.statuses: list[int] = []
-        self._halt = threading.Event()
-        self._client: SSEClient | None = None
-
-    def run(self) -> None:
-        while not self._halt.is_set():
-            headers = {"Last-Event-ID": self.last_id} if self.last_id else {}
-            client = self.make(headers)
-            try:
-                client.open()
-            except (OSError, ConnectionError, ValueError):
-                client.close()
-                self.failed_connects += 1
-                self._halt.wait(self.retry_delay)
-                continue
-            self.statuses.append(client.status)
-            if client.status != 200:
-                client.close()
-                self._halt.wait(self.retry_delay)
-                continue
-            self.connects += 1
-            self._client = client
-            seen = 0
-            try:
-                while not self._halt.is_set():
-                    alive = client.pump(0.2)
-                    for event in client.events[seen:]:
-                        self._take(event.event, event.id)
-                    seen = len(client.events)
-                    if not alive:
-                        break
-            except (OSError, ValueError):
-                pass  # reset, or cut mid-chunk: reconnect
-            finally:
-                client.close()
-                self._client = None
-            self._halt.wait(self.retry_delay)
-
-    def _take(self, name: str, event_id: str | None) -> None:
-        if name == "reset":
-            self.resets += 1
-        if event_id is not None:
-            self.last_id = event_id
-        if name == self.event and event_id is not None:
-            self.ids.append(event_id)
-            self.arrived.setdefault(event_id, time.monotonic())
-
-    def stop(self) -> None:
-        self._halt.set()
-        if self.ident is not None:
-            self.join(5)
-
-
-class Publisher(threading.Thread):
-    """POSTs ``event`` on ``topic`` at ``rate`` a second; keeps every acknowledged id.
-
-    ``acked`` maps id -> when the 202 came; anything else (a 503, a reset, a
-    timeout) is counted in ``refused`` by status (0: no answer).
-    """
-
-    def __init__(self, base_url: str, topic: str, event: str, rate: float, timeout: float = 5.0) -> None:
-        super().__init__(daemon=True)
-        self.base_url = base_url
-        self.topic = topic
-        self.event = event
-        self.rate = rate
-        self.timeout = timeout
-        self.acked: dict[str, float] = {}
-        self.refused: dict[int, int] = {}
-        self.attempts = 0
-        self._halt = threading.Event()
-
-    def run(self) -> None:
-        http = httpx.Client(base_url=self.base_url, timeout=self.timeout)
-        start = time.monotonic()
-        try:
-            while not self._halt.is_set():
-                self.attempts += 1
-                body = {"topic": self.topic, "event": self.event, "data": {"n": self.attempts}}
-                try:
-                    response = http.post("/events", json=body)
-                    if response.status_code == 202:
-                        self.acked[response.json()["id"]] = time.monotonic()
-                    else:
-                        self.refused[response.status_code] = self.refused.get(response.status_code, 0) + 1
-                except httpx.HTTPError:
-                    self.refused[0] = self.refused.get(0, 0) + 1
-                    http.close()
-                    http = httpx.Client(base_url=self.base_url, timeout=self.timeout)
-                self._halt.wait(max(0.0, start + self.attempts / self.rate - time.monotonic()))
-        finally:
-            http.close()
-
-    def stop(self) -> None:
-        self._halt.set()
-        if self.ident is not None:
-            self.join(self.timeout + 5)
-
-    def acked_after(self, moment: float) -> list[str]:
-        return [i for i, at in self.acked.items() if at >= moment]
