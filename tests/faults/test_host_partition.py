@@ -16,22 +16,13 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import StartServer
-from tests.support.fault_clients import Publisher, RemoteSSEClient, ResumingReader, health
+from tests.support.fault_clients import Publisher, health, readers_of, running
 from tests.support.fault_tally import record, tally, wait_delivered
 from tests.support.faults import Netns, RedisInNetns
-from tests.support.server import ServerProcess
-from tests.support.sse import SSEClient
 
 TOPIC = "faults/partition"
 PER_HOST = 3
 PARTITION_SECONDS = 5.0
-
-
-def readers_of(server: ServerProcess) -> list[ResumingReader]:
-    def make(headers: dict[str, str]) -> SSEClient:
-        return RemoteSSEClient(server.port, params=[("topic", TOPIC)], headers=headers, timeout=5)
-
-    return [ResumingReader(make, "tick") for _ in range(PER_HOST)]
 
 
 @pytest.mark.timeout(60)
@@ -43,12 +34,10 @@ def test_a_host_cut_from_redis_degrades_and_its_streams_catch_up(start_server: S
         env = {"STREAM_KEEPALIVE_INTERVAL": "1"}
         host_a = start_server({**env, "REDIS_URL": redis.url(link_a)}, name="host-a")
         host_b = start_server({**env, "REDIS_URL": redis.url(link_b)}, name="host-b")
-        on_a, on_b = readers_of(host_a), readers_of(host_b)
+        on_a, on_b = readers_of(host_a.port, TOPIC, PER_HOST), readers_of(host_b.port, TOPIC, PER_HOST)
         readers = on_a + on_b
-        for reader in readers:
-            reader.start()
         publisher = Publisher(host_a.url(), TOPIC, "tick", rate=20)
-        try:
+        with running(publisher, readers):
             host_a.wait_for(lambda: all(r.connects for r in readers), timeout=10)
             publisher.start()
             host_a.wait_for(lambda: len(publisher.acked) >= 10, timeout=10)
@@ -68,10 +57,6 @@ def test_a_host_cut_from_redis_degrades_and_its_streams_catch_up(start_server: S
             host_a.wait_for(lambda: len(publisher.acked_after(healed_at)) >= 10, timeout=10)
             publisher.stop()
             delivered = wait_delivered(readers, publisher, timeout=15)
-        finally:
-            publisher.stop()
-            for reader in readers:
-                reader.stop()
     result = tally(
         "host partitioned from Redis 5 s",
         f"iptables DROP on host B's veth to Redis (B: /health 503 after {detected_s:.1f} s)",

@@ -17,11 +17,10 @@ import pytest
 
 from tests.conftest import StartServer
 from tests.support.delay_proxy import DelayProxy
-from tests.support.fault_clients import Publisher, RemoteSSEClient, ResumingReader
+from tests.support.fault_clients import Publisher, readers_of, running
 from tests.support.fault_tally import record, tally, wait_delivered
 from tests.support.faults import Netns
 from tests.support.nginx import NginxProcess
-from tests.support.sse import SSEClient
 
 TOPIC = "faults/nginx"
 STREAMS = 5
@@ -41,30 +40,21 @@ def test_streams_through_nginx_over_a_slow_lossy_link_resume_without_loss(
         proxy = DelayProxy((link.host_ip, 0), ("127.0.0.1", nginx.http_port), DELAY)
         link.lose(LOSS)
 
-        def make(headers: dict[str, str]) -> SSEClient:
-            return RemoteSSEClient(
-                proxy.address[1], params=[("topic", TOPIC)], headers=headers, timeout=5, host=link.host_ip, netns=ns
-            )
-
-        readers = [ResumingReader(make, "tick") for _ in range(STREAMS)]
-        for reader in readers:
-            reader.start()
+        readers = readers_of(proxy.address[1], TOPIC, STREAMS, host=link.host_ip, netns=ns)
         publisher = Publisher(server.url(), TOPIC, "tick", rate=20)
         try:
-            server.wait_for(lambda: all(r.connects for r in readers), timeout=15)
-            publisher.start()
-            server.wait_for(lambda: len(publisher.acked) >= 40, timeout=10)
-            cut = proxy.cut_all()
-            cut_at = time.monotonic()
-            server.wait_for(lambda: all(r.connects >= 2 for r in readers), timeout=15)
-            server.wait_for(lambda: len(publisher.acked_after(cut_at)) >= 60, timeout=10)
-            publisher.stop()
-            delivered = wait_delivered(readers, publisher, timeout=20)
-            dropped = link.dropped()
+            with running(publisher, readers):
+                server.wait_for(lambda: all(r.connects for r in readers), timeout=15)
+                publisher.start()
+                server.wait_for(lambda: len(publisher.acked) >= 40, timeout=10)
+                cut = proxy.cut_all()
+                cut_at = time.monotonic()
+                server.wait_for(lambda: all(r.connects >= 2 for r in readers), timeout=15)
+                server.wait_for(lambda: len(publisher.acked_after(cut_at)) >= 60, timeout=10)
+                publisher.stop()
+                delivered = wait_delivered(readers, publisher, timeout=20)
+                dropped = link.dropped()
         finally:
-            publisher.stop()
-            for reader in readers:
-                reader.stop()
             proxy.close()
             nginx.stop()
     result = tally(

@@ -14,10 +14,9 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import StartServer
-from tests.support.fault_clients import Publisher, RemoteSSEClient, ResumingReader, health
+from tests.support.fault_clients import Publisher, health, readers_of, running
 from tests.support.fault_tally import record, tally, wait_delivered
 from tests.support.faults import Netns, RedisInNetns
-from tests.support.sse import SSEClient
 
 TOPIC = "faults/cut"
 STREAMS = 6
@@ -32,14 +31,9 @@ def test_a_10s_redis_cut_loses_nothing_acknowledged(start_server: StartServer, t
         redis = RedisInNetns(ns, tmp_path / "redis").start(link)
         server = start_server({"REDIS_URL": redis.url(link), "WEB_CONCURRENCY": "2", "STREAM_KEEPALIVE_INTERVAL": "1"})
 
-        def make(headers: dict[str, str]) -> SSEClient:
-            return RemoteSSEClient(server.port, params=[("topic", TOPIC)], headers=headers, timeout=5)
-
-        readers = [ResumingReader(make, "tick") for _ in range(STREAMS)]
-        for reader in readers:
-            reader.start()
+        readers = readers_of(server.port, TOPIC, STREAMS)
         publisher = Publisher(server.url(), TOPIC, "tick", rate=20, timeout=5)
-        try:
+        with running(publisher, readers):
             server.wait_for(lambda: all(r.connects for r in readers), timeout=10)
             publisher.start()
             server.wait_for(lambda: len(publisher.acked) >= 20, timeout=10)
@@ -54,10 +48,6 @@ def test_a_10s_redis_cut_loses_nothing_acknowledged(start_server: StartServer, t
             server.wait_for(lambda: len(publisher.acked_after(healed_at)) >= 20, timeout=15)
             publisher.stop()
             delivered = wait_delivered(readers, publisher, timeout=15)
-        finally:
-            publisher.stop()
-            for reader in readers:
-                reader.stop()
     result = tally(
         "Redis link cut 10 s", "iptables DROP on the Redis host's veth, both ways", publisher, readers, healed_at
     )

@@ -18,10 +18,9 @@ from collections import Counter
 import pytest
 
 from tests.conftest import StartServer
-from tests.support.fault_clients import Publisher, RemoteSSEClient, ResumingReader
+from tests.support.fault_clients import Publisher, readers_of, running
 from tests.support.fault_tally import record, tally, wait_delivered
 from tests.support.redis import RedisServer
-from tests.support.sse import SSEClient
 
 TOPIC = "faults/kill"
 STREAMS = 8
@@ -31,14 +30,9 @@ STREAMS = 8
 def test_kill_9_of_a_worker_loses_nothing_acknowledged(redis_server: RedisServer, start_server: StartServer) -> None:
     server = start_server({"REDIS_URL": redis_server.url, "WEB_CONCURRENCY": "2", "STREAM_KEEPALIVE_INTERVAL": "1"})
 
-    def make(headers: dict[str, str]) -> SSEClient:
-        return RemoteSSEClient(server.port, params=[("topic", TOPIC)], headers=headers, timeout=5)
-
-    readers = [ResumingReader(make, "tick") for _ in range(STREAMS)]
-    for reader in readers:
-        reader.start()
+    readers = readers_of(server.port, TOPIC, STREAMS)
     publisher = Publisher(server.url(), TOPIC, "tick", rate=40)
-    try:
+    with running(publisher, readers):
         server.wait_for(lambda: all(r.connects for r in readers), timeout=10)
         publisher.start()
         server.wait_for(lambda: len(publisher.acked) >= 40, timeout=10)
@@ -49,10 +43,6 @@ def test_kill_9_of_a_worker_loses_nothing_acknowledged(redis_server: RedisServer
         server.wait_for(lambda: len(publisher.acked_after(killed_at)) >= 80, timeout=15)
         publisher.stop()
         delivered = wait_delivered(readers, publisher, timeout=15)
-    finally:
-        publisher.stop()
-        for reader in readers:
-            reader.stop()
     result = tally(
         "worker kill -9 under load",
         f"SIGKILL to 1 of 2 workers ({on_victim} of {STREAMS} streams on it)",

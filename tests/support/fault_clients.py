@@ -7,10 +7,11 @@ compares the two.
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import httpx
@@ -175,3 +176,25 @@ def health(base_url: str) -> tuple[int, str]:
     except httpx.HTTPError:
         return 0, ""
     return response.status_code, response.json().get("broker", "")
+
+
+def readers_of(port: int, topic: str, count: int, **client: object) -> list[ResumingReader]:
+    """count readers of ``topic`` on port (``client``: RemoteSSEClient's host, netns, ...)."""
+
+    def make(headers: dict[str, str]) -> SSEClient:
+        return RemoteSSEClient(port, params=[("topic", topic)], headers=headers, timeout=5, **client)  # type: ignore[arg-type]
+
+    return [ResumingReader(make, "tick") for _ in range(count)]
+
+
+@contextlib.contextmanager
+def running(publisher: Publisher, readers: list[ResumingReader]) -> Iterator[None]:
+    """The readers start now (the publisher when the test says); all are stopped on exit."""
+    for reader in readers:
+        reader.start()
+    try:
+        yield
+    finally:
+        publisher.stop()
+        for reader in readers:
+            reader.stop()
