@@ -87,9 +87,12 @@ def jobstream(
     workers: int = 1,
     redis_url: bool | None = None,
     auth: BenchAuth | None = None,
+    config: Path | None = None,
+    env_extra: dict[str, str] | None = None,
 ) -> Iterator[Target]:
     """gunicorn + gevent Jobstream from app_dir; with Redis when asked or workers > 1;
-    with auth, every stream needs a JWT (STREAM_AUTH=required)."""
+    with auth, every stream needs a JWT (STREAM_AUTH=required). config: a gunicorn
+    config file instead of app_dir's (``bench/heapconf.py``)."""
     if not (app_dir / "app.py").exists():
         raise ServerError(f"no app.py in {app_dir}")
     tmp = Path(tempfile.mkdtemp(prefix="bench-js-"))
@@ -102,6 +105,7 @@ def jobstream(
         JOBS_DB=str(tmp / "jobs.db"),
         WEB_CONCURRENCY=str(workers),
         **(auth.env() if auth is not None else {}),
+        **(env_extra or {}),
     )
     redis: subprocess.Popen[bytes] | None = None
     try:
@@ -127,7 +131,7 @@ def jobstream(
                 tmp / "redis.log",
             )
             env["REDIS_URL"] = f"redis://127.0.0.1:{rport}/0"
-        cmd = [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "app:app"]
+        cmd = [sys.executable, "-m", "gunicorn", "-c", str(config or "gunicorn.conf.py"), "app:app"]
         log = tmp / "server.log"
         proc = _start(cmd, app_dir, env, log)
         _ready(proc, f"http://127.0.0.1:{port}/health", log)

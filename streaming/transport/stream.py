@@ -72,28 +72,34 @@ def open_stream(
             yield piece
             writer.last_write = options.clock()
         writer.events_sent += sent
-
-        get, get_nowait, empty = writer.queue.get, writer.queue.get_nowait, writer.queue.empty
+        # Parked streams are most of what a worker holds: nothing written
+        # stays referenced from this frame while it waits (no bound methods
+        # either: 64 bytes each, per stream).
+        del opening
+        piece = b""  # the empty bytes object is shared
+        buffer = writer.queue
         while client.closing is None:
             # Parked: until something is queued the fan-out writes events for
             # this stream itself (no wake-up; streaming/core/writer.py).
             writer.park()
             # No timeout: the cleanup daemon's keep-alive tick (or an event,
             # a shutdown, an eviction, a hang-up) is what wakes us.
-            batch = [get()]
+            first = buffer.get()
             writer.parked = False
             if writer.pending is not None:
                 writer.flush_pending(options.clock())
-            if batch[0] is KEEPALIVE_TICK and empty():
+            if first is KEEPALIVE_TICK and buffer.empty():
                 yield KEEPALIVE
                 writer.last_write = options.clock()
                 continue
+            batch, first = [first], None
             try:
                 while len(batch) < MAX_BATCH:
-                    batch.append(get_nowait())
+                    batch.append(buffer.get_nowait())
             except queue.Empty:
                 pass
             chunks, count = _chunks(client, batch, broker, options, heal_from)
+            del batch
             if len(chunks) == 1:  # the common case: one event per wake-up
                 yield chunks[0]
                 writer.last_write = options.clock()
@@ -101,6 +107,8 @@ def open_stream(
                 for piece in _pieces(chunks):
                     yield piece
                     writer.last_write = options.clock()
+                piece = b""
+            del chunks
             writer.events_sent += count
         reason = client.closing
         if reason is CloseReason.SHUTDOWN:
