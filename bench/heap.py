@@ -28,15 +28,20 @@ from typing import Any
 
 from bench import loadgen, servers
 from bench.loadgen import Load
-from bench.procs import raise_nofile, rss_bytes, tree
+from bench.procs import http_json, raise_nofile, rss_bytes, tree
 
 ROOT = Path(__file__).resolve().parent.parent
 CONF = Path(__file__).resolve().parent / "heapconf.py"
 
+STACK = "greenlet C stack, saved at the wait"
 # (owner, file substring, line substring or ""): the first rule matching a
 # frame, innermost frame first, names the owner of an allocation.
 RULES: list[tuple[str, str, str]] = [
     ("greenlet stack copies (C, no Python frame)", "<unknown>", ""),
+    # A parked stream's greenlet saves its C stack where it switches away:
+    # in the buffer's wait (allocated by greenlet, under the waiting line).
+    (STACK, "streaming/core/buffer.py", "waiter.get()"),
+    (STACK, "streaming/transport/stream.py", "get()]"),  # before bench/heap.py: gevent's Queue.get
     ("per-stream buffer (queue)", "streaming/core/client.py", "Queue("),
     ("per-stream buffer (queue)", "streaming/core/buffer.py", ""),
     ("per-stream buffer (queue)", "/queue.py", ""),
@@ -74,9 +79,13 @@ def owner(tb: tracemalloc.Traceback) -> str:
     return "other: " + (tb[-1].filename.rsplit("site-packages/", 1)[-1] if len(tb) else "?")
 
 
-def analyze(directory: Path, n: int, sites: int) -> str:
+def analyze(directory: Path, n: int | None, sites: int) -> str:
+    """The table of two dumps; n (streams) defaults to how many StreamWriters were added."""
     first, last = sorted(directory.glob("snap-*.pickle"))[:2]
     figures = [json.loads(p.with_suffix(".json").read_text()) for p in (first, last)]
+    if n is None:
+        n = figures[1]["types"].get("StreamWriter", 0) - figures[0]["types"].get("StreamWriter", 0)
+    n = max(1, n)
     drop = [tracemalloc.Filter(False, f"*{name}*") for name in IGNORED]
     s0 = tracemalloc.Snapshot.load(str(first)).filter_traces(drop)
     s1 = tracemalloc.Snapshot.load(str(last)).filter_traces(drop)
@@ -136,7 +145,9 @@ def measure(app_dir: Path, n: int, directory: Path) -> dict[str, Any]:
 
         def connected(info: dict[str, Any]) -> None:
             seen["rss"] = rss_bytes(target.pid)
-            seen["connected"] = int(info.get("connected", 0))
+            # The server's count: a connect the load generator gave up on may be open there.
+            health = http_json(target.base_url + "/health").get("stream")
+            seen["connected"] = int(health["active_connections"]) if isinstance(health, dict) else n
             _dump(workers[0], directory, 2)
 
         stream = target.stream_path.replace("{topic}", "benchheap")
@@ -154,7 +165,12 @@ def measure(app_dir: Path, n: int, directory: Path) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.heap", description=__doc__)
-    p.add_argument("--n", type=int, default=10_000)
+    p.add_argument(
+        "--n",
+        type=int,
+        default=10_000,
+        help="streams to open (with --analyze: streams open, default: StreamWriters added)",
+    )
     p.add_argument("--app-dir", type=Path, default=ROOT)
     p.add_argument("--keep", type=Path, default=None, help="keep the dumps here")
     p.add_argument("--analyze", type=Path, default=None, help="only analyze the dumps in this directory")
@@ -165,9 +181,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     directory = args.keep or Path(tempfile.mkdtemp(prefix="bench-heap-"))
     directory.mkdir(parents=True, exist_ok=True)
-    seen = measure(args.app_dir, args.n, directory)
+    seen = measure(args.app_dir, args.n or 10_000, directory)
     print(f"RSS growth of master + worker under tracemalloc: {seen['rss_tree_per_stream']:,.0f} B/stream")
-    print(analyze(directory, seen.get("connected", args.n), args.sites))
+    print(analyze(directory, seen.get("connected"), args.sites))
     print(f"\ndumps: {directory}")
     return 0
 
