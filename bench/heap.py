@@ -168,7 +168,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--n",
         type=int,
-        default=10_000,
+        default=None,
         help="streams to open (with --analyze: streams open, default: StreamWriters added)",
     )
     p.add_argument("--app-dir", type=Path, default=ROOT)
