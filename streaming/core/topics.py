@@ -61,6 +61,8 @@ class TopicFilter:
         for pattern in self.patterns:
             check_pattern(pattern)
         exact = tuple(p for p in self.patterns if not p.endswith("*"))
+        if exact == self.patterns:
+            exact = self.patterns  # the same tuple: no prefix among them
         # A tuple while small: every open stream holds one, a frozenset of one
         # topic is 216 bytes and its tuple 48, and ``in`` over a few is as fast.
         self.exact: Collection[str] = exact if len(exact) <= SMALL_EXACT else frozenset(exact)
