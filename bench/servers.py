@@ -90,12 +90,15 @@ def jobstream(
     auth: BenchAuth | None = None,
     fleet: bool = False,
     transport: str = "sse",
+    config: Path | None = None,
+    env_extra: dict[str, str] | None = None,
 ) -> Iterator[Target]:
     """gunicorn + gevent Jobstream from app_dir; with Redis when asked or workers > 1;
     with auth, every stream needs a JWT (STREAM_AUTH=required); with fleet (and
     Redis), every admission is counted fleet-wide (per-IP and fleet limits set
     high enough never to refuse the load generator's one address); transport "ws":
-    the streams are WebSockets on /ws (the target's name ends in -ws)."""
+    the streams are WebSockets on /ws (the target's name ends in -ws). config: a
+    gunicorn config file instead of app_dir's (``bench/heapconf.py``)."""
     if not (app_dir / "app.py").exists():
         raise ServerError(f"no app.py in {app_dir}")
     tmp = Path(tempfile.mkdtemp(prefix="bench-js-"))
@@ -108,6 +111,7 @@ def jobstream(
         JOBS_DB=str(tmp / "jobs.db"),
         WEB_CONCURRENCY=str(workers),
         **(auth.env() if auth is not None else {}),
+        **(env_extra or {}),
     )
     if fleet:
         env.update(STREAM_MAX_CONNECTIONS_PER_IP=str(max_conns), STREAM_MAX_CONNECTIONS_FLEET=str(max_conns))
@@ -135,7 +139,7 @@ def jobstream(
                 tmp / "redis.log",
             )
             env["REDIS_URL"] = f"redis://127.0.0.1:{rport}/0"
-        cmd = [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "app:app"]
+        cmd = [sys.executable, "-m", "gunicorn", "-c", str(config or "gunicorn.conf.py"), "app:app"]
         log = tmp / "server.log"
         proc = _start(cmd, app_dir, env, log)
         _ready(proc, f"http://127.0.0.1:{port}/health", log)

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import itertools
-import queue
 import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from streaming.core.buffer import new_buffer
 from streaming.core.reasons import NOT_KEEPING_UP, CloseReason
 from streaming.core.topics import TopicFilter
 from streaming.core.writer import WAKE, StreamWriter
@@ -54,7 +54,7 @@ class Client:
         sock: Any = None,
         grant: Grant | None = None,
     ) -> Client:
-        writer = StreamWriter(queue.Queue(maxsize=buffer_size), sock)
+        writer = StreamWriter(new_buffer(buffer_size), sock)
         return cls(writer, remote_addr, user_agent, topics, grant=grant)
 
     def may_read(self, event: Event) -> bool:

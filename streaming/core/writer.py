@@ -50,7 +50,7 @@ import socket
 import ssl
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 from streaming.core.events import Event
 from streaming.core.ids import Key
@@ -81,6 +81,18 @@ WRITTEN = 2  # sent to the socket by the fan-out itself
 CONFLATED = 3  # queued into a full buffer after older low events of a key were removed
 
 
+class Buffer(Protocol):
+    """A stream's bounded buffer: ``queue.Queue(maxsize)`` or ``streaming.core.buffer.GeventBuffer``."""
+
+    queue: Any  # the items, oldest first
+
+    def put_nowait(self, item: Any) -> None: ...
+    def get(self, block: bool = True, timeout: float | None = None) -> Any: ...
+    def get_nowait(self) -> Any: ...
+    def empty(self) -> bool: ...
+    def qsize(self) -> int: ...
+
+
 class StreamWriter:
     """One stream's buffer and direct-write state. Written by the fan-out and
     by the stream's generator, which under gevent never run at once."""
@@ -104,7 +116,7 @@ class StreamWriter:
         "spacing",
     )
 
-    def __init__(self, buffer: queue.Queue[Any], sock: Any = None, last_write: float | None = None) -> None:
+    def __init__(self, buffer: Buffer, sock: Any = None, last_write: float | None = None) -> None:
         self.queue = buffer
         # gunicorn's socket: the generator's own sends, and the socket a stuck
         # stream is shut down on.
@@ -183,8 +195,8 @@ class StreamWriter:
         on a full buffer: at most ``STREAM_CLIENT_BUFFER`` items, rarely."""
         superseded = {event.conflate} if event.low and event.conflate is not None else set()
         q = self.queue
-        # The stdlib queue's lock; gevent's queue (patched) has none and needs
-        # none: the fan-out and the generator never run at once there.
+        # The stdlib queue's lock; the gevent buffer (patched) has none and
+        # needs none: the fan-out and the generator never run at once there.
         mutex = getattr(q, "mutex", None)
         with mutex if mutex is not None else contextlib.nullcontext():
             items = q.queue
@@ -200,7 +212,7 @@ class StreamWriter:
             if removed:
                 items.clear()
                 items.extend(reversed(kept))
-                if mutex is not None:
+                if mutex is not None and isinstance(q, queue.Queue):
                     q.not_full.notify(removed)
         self.conflated += removed
         return removed

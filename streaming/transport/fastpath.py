@@ -40,6 +40,7 @@ from streaming.transport.connect import (
     readable,
     stream_grant,
 )
+from streaming.transport.stream import shed_environ
 
 WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 
@@ -87,6 +88,7 @@ class StreamFastPath:
             return self.app(environ, start_response)
         query_id = next((value for key, value in args if key == "last_event_id"), "")
         body = begin_stream(svc, client, environ, last_event_id(environ, query_id))
+        shed_environ(environ)
         write = start_response("200 OK", self.headers)
         return _send_head_with_first_chunk(write, body)
 

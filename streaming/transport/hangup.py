@@ -36,7 +36,7 @@ def watch(sock: Any, client: Client) -> Cancel | None:
         return None  # already closed
     watch = _Watch(raw, watcher, client)
     watcher.start(watch.readable)
-    return watch.cancel
+    return watch  # callable: cancels (no bound method kept per stream)
 
 
 class _Watch:
@@ -65,3 +65,5 @@ class _Watch:
         # Idempotent: called by the watch itself and when the stream ends.
         if self.watcher.active:
             self.watcher.stop()
+
+    __call__ = cancel

@@ -43,6 +43,13 @@ MAX_WRITE_BYTES = 64 * 1024
 
 Snapshot = Callable[[Client], Any]
 
+# What gunicorn still reads from a request's environ once the app returned:
+# ``wsgi.file_wrapper`` at once, and, only when its access log is on
+# (``gunicorn.access`` is at WARNING: ``server/logs.py``), the request line
+# (read without a default) and the peer. Five keys: a dict of up to five is
+# 184 bytes, of six to ten 272; the other access-log fields are then empty or "-".
+ENVIRON_KEPT = ("wsgi.file_wrapper", "REQUEST_METHOD", "RAW_URI", "SERVER_PROTOCOL", "REMOTE_ADDR")
+
 
 @dataclass(frozen=True)
 class StreamOptions:
@@ -72,28 +79,34 @@ def open_stream(
             yield piece
             writer.last_write = options.clock()
         writer.events_sent += sent
-
-        get, get_nowait, empty = writer.queue.get, writer.queue.get_nowait, writer.queue.empty
+        # Parked streams are most of what a worker holds: nothing written
+        # stays referenced from this frame while it waits (no bound methods
+        # either: 64 bytes each, per stream).
+        del opening
+        piece = b""  # the empty bytes object is shared
+        buffer = writer.queue
         while client.closing is None:
             # Parked: until something is queued the fan-out writes events for
             # this stream itself (no wake-up; streaming/core/writer.py).
             writer.park()
             # No timeout: the cleanup daemon's keep-alive tick (or an event,
             # a shutdown, an eviction, a hang-up) is what wakes us.
-            batch = [get()]
+            first = buffer.get()
             writer.parked = False
             if writer.pending is not None:
                 writer.flush_pending(options.clock())
-            if batch[0] is KEEPALIVE_TICK and empty():
+            if first is KEEPALIVE_TICK and buffer.empty():
                 yield KEEPALIVE
                 writer.last_write = options.clock()
                 continue
+            batch, first = [first], None
             try:
                 while len(batch) < MAX_BATCH:
-                    batch.append(get_nowait())
+                    batch.append(buffer.get_nowait())
             except queue.Empty:
                 pass
             chunks, count = _chunks(client, batch, broker, options, heal_from)
+            del batch
             if len(chunks) == 1:  # the common case: one event per wake-up
                 yield chunks[0]
                 writer.last_write = options.clock()
@@ -101,6 +114,8 @@ def open_stream(
                 for piece in _pieces(chunks):
                     yield piece
                     writer.last_write = options.clock()
+                piece = b""
+            del chunks
             writer.events_sent += count
         reason = client.closing
         if reason is CloseReason.SHUTDOWN:
@@ -124,6 +139,20 @@ def open_stream(
             # The server ended this stream: refuse a follow-up request on the
             # same connection so the client sees EOF right after the last chunk.
             writer.shut_down(socket.SHUT_RD)
+
+
+def shed_environ(environ: dict[str, Any]) -> None:
+    """Empty an admitted stream's environ down to ``ENVIRON_KEPT``.
+
+    gunicorn's handler holds the dict (and through it the headers as strings,
+    the early-hints closure, the input wrapper) for the whole life of the
+    stream, though nothing reads it after the stream began: about 1,700 B of
+    each parked stream (docs/benchmarks.md, run V). Only where no Flask
+    request context reads it afterwards (the fast path).
+    """
+    kept = {key: environ[key] for key in ENVIRON_KEPT if key in environ}
+    environ.clear()
+    environ.update(kept)
 
 
 def _opening(
