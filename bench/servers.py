@@ -81,6 +81,12 @@ def _ready(proc: subprocess.Popen[bytes], url: str, log: Path, timeout: float = 
         raise ServerError(f"not ready at {url} (exit {proc.poll()}):\n{tail}")
 
 
+def _start_redis(port: int, tmp: Path) -> subprocess.Popen[bytes]:
+    """A throwaway redis-server on loopback: no snapshots, no AOF."""
+    cmd = ["redis-server", "--bind", "127.0.0.1", "--port", str(port), "--save", "", "--appendonly", "no"]
+    return _start(cmd, tmp, dict(os.environ), tmp / "redis.log")
+
+
 @contextmanager
 def jobstream(
     app_dir: Path,
@@ -122,22 +128,7 @@ def jobstream(
             if shutil.which("redis-server") is None:
                 raise ServerError("redis-server not installed")
             rport = free_port()
-            redis = _start(
-                [
-                    "redis-server",
-                    "--bind",
-                    "127.0.0.1",
-                    "--port",
-                    str(rport),
-                    "--save",
-                    "",
-                    "--appendonly",
-                    "no",
-                ],
-                tmp,
-                dict(os.environ),
-                tmp / "redis.log",
-            )
+            redis = _start_redis(rport, tmp)
             env["REDIS_URL"] = f"redis://127.0.0.1:{rport}/0"
         cmd = [sys.executable, "-m", "gunicorn", "-c", str(config or "gunicorn.conf.py"), "app:app"]
         log = tmp / "server.log"

@@ -1,14 +1,14 @@
 """The fleet's keys, Lua scripts and view format (``streaming.scaleout.fleet``).
 
-* ``{jobstream-fleet}:leases``: a sorted set, worker id (``<pid>-<8 hex>``)
+* ``{jobstream}:fleet:leases``: a sorted set, worker id (``<pid>-<8 hex>``)
   -> its lease's expiry in ms; every call of the worker extends it.
-* ``{jobstream-fleet}:counts``: a hash, ``<worker>`` -> its open streams,
+* ``{jobstream}:fleet:counts``: a hash, ``<worker>`` -> its open streams,
   ``<worker>|<ip>`` -> those from one address. Summed over live leases only;
   a dead worker's fields are deleted by the next refresh of anyone (reap).
-* ``{jobstream-fleet}:view``: a hash, worker id -> JSON of its streams.
+* ``{jobstream}:fleet:view``: a hash, worker id -> JSON of its streams.
 
-Every key carries the hash tag ``{jobstream-fleet}``, so every script's keys
-live in one Redis Cluster slot (and one node). Scripts read the time from
+Every key carries the hash tag ``{jobstream}`` (``redis_keys``), so every
+script's keys live in one Redis Cluster slot, beside the stream and the jobs. Scripts read the time from
 Redis (``TIME``), so the hosts' clocks never matter. Every key a script
 touches is one of ``KEYS``, declared in the call.
 """
@@ -19,10 +19,12 @@ import json
 from collections.abc import Iterable
 from typing import Any
 
-HASH_TAG = "{jobstream-fleet}"
-LEASES_KEY = f"{HASH_TAG}:leases"
-COUNTS_KEY = f"{HASH_TAG}:counts"
-VIEW_KEY = f"{HASH_TAG}:view"
+from streaming.scaleout.redis_keys import PREFIX, TAG
+
+HASH_TAG = TAG
+LEASES_KEY = f"{PREFIX}fleet:leases"
+COUNTS_KEY = f"{PREFIX}fleet:counts"
+VIEW_KEY = f"{PREFIX}fleet:view"
 KEYS = (LEASES_KEY, COUNTS_KEY, VIEW_KEY)
 SEP = "|"
 

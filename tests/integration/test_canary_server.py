@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from streaming.scaleout.redis_keys import STREAM_KEY
 from tests.conftest import StartRedis, StartServer
 from tests.support.server import ServerProcess
 from tests.support.sse import SSEClient
@@ -63,8 +64,8 @@ def test_redis_paused_for_writes_turns_health_degraded_then_healthy_again(
     body = server.wait_for(lambda: canary_back(server), timeout=5)
     assert body["broker"] == "up" and body["canary"]["last_seconds"] < 0.5
     with redis_server.client() as raw:
-        assert raw.xlen("jobstream:events") == 0, "canaries take no place in the replay window"
-        assert raw.xlen("jobstream:events:canary") > 0
+        assert raw.xlen(STREAM_KEY) == 0, "canaries take no place in the replay window"
+        assert raw.xlen(f"{STREAM_KEY}:canary") > 0
         raw.execute_command("CLIENT", "PAUSE", "20000", "WRITE")
         try:
 

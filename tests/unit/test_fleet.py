@@ -33,7 +33,7 @@ def client(ip: str = "10.0.0.1") -> Client:
 
 
 def test_every_key_is_in_one_cluster_slot_under_the_hash_tag() -> None:
-    assert all(key.startswith("{jobstream-fleet}:") for key in KEYS)
+    assert all(key.startswith("{jobstream}:fleet:") for key in KEYS)
     assert len({key_slot(key) for key in KEYS}) == 1
     # Each script names its keys only as KEYS[n], so a Cluster client routes it by them.
     for script in (fleet_scripts.CALL_SCRIPT, fleet_scripts.LEAVE_SCRIPT, fleet_scripts.VIEW_SCRIPT):
