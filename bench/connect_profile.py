@@ -41,7 +41,7 @@ STEPS: list[tuple[str, re.Pattern[str]]] = [
     ("logging", re.compile(r"logging/__init__\.py|logformat\.py|pythonjsonlogger/")),
     ("registry admission", re.compile(r"core/registry\.py|scaleout/instance\.py|ops/observers\.py")),
     ("opening (retry, replay, snapshot)", re.compile(r"transport/stream\.py|core/history\.py|core/broker\.py|jobs/")),
-    ("socket options, hang-up watch", re.compile(r"_tune_stream_socket|transport/hangup\.py|enable_direct")),
+    ("socket options, hang-up watch", re.compile(r"tune_stream_socket|transport/hangup\.py|enable_direct")),
     ("client record", re.compile(r"core/client\.py|core/writer\.py|new_client|gevent/queue|_queue")),
     (
         "request: query, topics, token",

@@ -114,7 +114,7 @@ def begin_stream(
 ) -> Generator[bytes, None, None]:
     """The body of an admitted stream."""
     sock = client.writer.sock
-    _tune_stream_socket(sock, svc.registry.stale_after)
+    tune_stream_socket(sock, svc.registry.stale_after)
     client.unwatch = hangup.watch(sock, client)
     client.writer.enable_direct(environ)
     log.info(
@@ -160,7 +160,7 @@ def forget(svc: StreamingService, client: Client) -> None:
     svc.registry.remove(client, client.closing or CloseReason.CLIENT)
 
 
-def _tune_stream_socket(sock: Any, seconds: float) -> None:
+def tune_stream_socket(sock: Any, seconds: float) -> None:
     """Send small writes at once, and let the kernel abort a connection whose
     peer vanished without a FIN.
 

@@ -52,8 +52,8 @@ from streaming.core.topics import TopicFilter
 from streaming.core.writer import KEEPALIVE, WAKE
 from streaming.ops.service import StreamingService
 from streaming.transport import ws_messages
-from streaming.transport.connect import _tune_stream_socket as tune_socket  # the SSE streams' NODELAY and TCP timeout
 from streaming.transport.connect import new_client, readable, stream_grant
+from streaming.transport.connect import tune_stream_socket as tune_socket  # NODELAY and the TCP timeout, as SSE
 
 log = logging.getLogger("jobstream.streaming")
 
