@@ -26,7 +26,7 @@ def start_server(tmp_path: Path) -> Iterator[StartServer]:
 
     yield start
     for server in started:
-        server.stop(timeout=10)
+        server.discard()
 
 
 @pytest.fixture(scope="module")
@@ -35,7 +35,7 @@ def shared_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerPr
     server = ServerProcess(tmp_path_factory.mktemp("shared"))
     server.start()
     yield server
-    server.stop(timeout=10)
+    server.discard()
 
 
 StartRedis = Callable[..., RedisServer]

@@ -74,15 +74,18 @@ def rows_seen(page: Page) -> set[str]:
 
 
 def streams_by_sub(server: ServerProcess, workers: int, timeout: float = 10) -> Counter[str | None]:
-    """Open streams by their token's ``sub``, over every worker: ``/admin/clients``
-    lists the worker that answers, so ask on new connections until each has."""
+    """Open streams by their token's ``sub``, over every worker. With Redis,
+    ``/admin/clients`` lists the fleet, other workers' entries up to a refresh
+    old: each worker's own streams are taken from its own answer (live), so
+    ask on new connections until each has answered."""
     listings: dict[int, list[dict[str, Any]]] = {}
     deadline = time.monotonic() + timeout
     while len(listings) < workers:
         assert time.monotonic() < deadline, f"only workers {sorted(listings)} answered /admin/clients"
         with httpx.Client(base_url=server.url(), headers=server.http.headers, timeout=5) as http:
             body = http.get("/admin/clients").json()
-        listings[body["worker_pid"]] = body["clients"]
+        pid = body["worker_pid"]
+        listings[pid] = [c for c in body["clients"] if c.get("worker_pid", pid) == pid]
     return Counter(c["sub"] for clients in listings.values() for c in clients)
 
 
