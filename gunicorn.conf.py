@@ -40,7 +40,9 @@ except ConfigError as exc:
 
 bind = [_settings.bind]  # HOST:PORT, 127.0.0.1 unless HOST says otherwise
 workers = _settings.web_concurrency
-worker_class = "gevent"
+# gunicorn's gevent worker, with a front door for plain GET /stream
+# (server/worker.py, server/front.py).
+worker_class = "server.worker.JobstreamWorker"
 preload_app = False
 # Every open stream holds one slot of the worker's gevent pool. Leave room
 # above the stream limit so /health, /events and refusals never queue

@@ -125,6 +125,14 @@ class Settings:
         " which ends a plain `EventSource` for good; `retry`: `200` + `retry:` + `event: overloaded`, so it"
         " comes back by itself. While draining both answer `200` + `retry:` + `event: shutdown`.",
     )
+    front_door: bool = _field(
+        "STREAM_FRONT_DOOR",
+        True,
+        parsers.flag,
+        "`1`: the worker reads a connection's plain `GET /stream` itself, before gunicorn's HTTP parser"
+        " (a cheaper connect, docs/deployment.md); anything else, and every other request, is gunicorn's."
+        " Off by itself with TLS in gunicorn, the PROXY protocol, h2c prior knowledge or an access log.",
+    )
     max_connections_per_ip: int = _field(
         "STREAM_MAX_CONNECTIONS_PER_IP",
         0,

@@ -15,7 +15,7 @@ from typing import Any
 
 from flask import Blueprint, Flask, Response, current_app, jsonify, request
 
-from server import admin
+from server import admin, front
 from server.auth import request_grant
 from server.errors import (
     UNAVAILABLE_RETRY_SECONDS,
@@ -44,7 +44,7 @@ from streaming.transport.connect import (
     readable,
     stream_grant,
 )
-from streaming.transport.fastpath import REFUSED_KEY, StreamFastPath
+from streaming.transport.fastpath import PATH, REFUSED_KEY, StreamFastPath
 from streaming.transport.stream import SHUTTING_DOWN, retry_after_seconds, shutdown_frame
 
 bp = Blueprint("streaming", __name__)
@@ -59,6 +59,8 @@ def init_app(app: Flask, service: StreamingService) -> None:
     """Serve ``service``'s streams, publishes, health, metrics and admin listing from ``app``."""
     app.extensions[EXTENSION] = service
     app.wsgi_app = StreamFastPath(app.wsgi_app, service)  # type: ignore[method-assign]
+    if service.settings.front_door:
+        front.init_app(app, (PATH,))
     app.register_blueprint(bp)
     admin.init_app(app, service)
     metrics.init_app(app, service)
