@@ -104,6 +104,7 @@ class StreamWriter:
         "direct",
         "dropped",
         "events_sent",
+        "frame",
         "full_since",
         "gap",
         "last_key",
@@ -124,6 +125,9 @@ class StreamWriter:
         # The OS socket the fan-out may write to while ``parked`` (or None).
         self.direct: Any = None
         self.chunked = True
+        # How a direct write frames an event for another transport (a
+        # WebSocket text frame); None: the SSE chunk (or raw bytes on HTTP/1.0).
+        self.frame: Callable[[Event], bytes] | None = None
         self.parked = False
         self.pending: bytes | None = None  # the rest of a partial direct write
         self.last_key: Key | None = None  # newest event id written, by either path
@@ -217,8 +221,14 @@ class StreamWriter:
         self.conflated += removed
         return removed
 
+    def enable_direct_frames(self, sock: Any, frame: Callable[[Event], bytes]) -> None:
+        """Direct writes of ``frame(event)`` to ``sock`` (an OS socket), under gevent only."""
+        self.direct = sock if sock is not None and gevent_patched() else None
+        self.frame = frame
+
     def _write_now(self, event: Event, now: float) -> bool:
-        data = event.chunk if self.chunked else event.wire
+        frame = self.frame
+        data = frame(event) if frame is not None else event.chunk if self.chunked else event.wire
         try:
             sent = self.direct.send(data, _DONTWAIT)
         except (BlockingIOError, InterruptedError):

@@ -17,8 +17,10 @@ priorities and background spacing. What differs is the wire and who writes:
   own greenlet handles what the client sends. A replay (a ``subscribe`` with
   ``last_event_id``) and the sender share ``_sending``, and the sender skips
   ids at or below ``last_key``, so events reach the client once, in order.
-* Never direct writes from the fan-out (``StreamWriter.enable_direct`` is
-  for SSE): a WebSocket frame is not an SSE chunk.
+* Direct writes as for SSE (``streaming/core/writer.py``): while the sender
+  waits on an empty queue, the fan-out sends the event's frame itself (not
+  with ``permessage-deflate``). Every other write un-parks first, so a replay
+  is never overtaken, and sends a partial direct write's rest first.
 * A stream evicted while its socket is full cannot be sent a close frame;
   the view's loop shuts the socket down ``EVICT_GRACE_SECONDS`` later if the
   sender is still stuck, so the greenlet and the pool slot are freed.
@@ -27,6 +29,7 @@ priorities and background spacing. What differs is the wire and who writes:
 from __future__ import annotations
 
 import _socket
+import contextlib
 import json
 import logging
 import queue
@@ -58,11 +61,6 @@ from streaming.transport.connect import tune_stream_socket as tune_socket  # NOD
 log = logging.getLogger("jobstream.streaming")
 
 PATH = "/ws"
-TRY_AGAIN_LATER = 1013
-SERVICE_RESTART = 1012
-POLICY_VIOLATION = 1008
-SLOW_CONSUMER = 4008
-TOKEN_EXPIRED = 4001
 MAX_BAD_MESSAGES = 10
 EVICT_GRACE_SECONDS = 2.0
 # The view polls for an eviction whose sender is stuck in a full socket
@@ -117,10 +115,12 @@ class WebSocketStream:
         self.raw_socket = getattr(ws, "sock", None)
         # Frames built here (once per event for every socket) unless an
         # extension was negotiated: permessage-deflate frames differ per socket.
-        self._plain_frames = not _extensions(ws)
+        self._plain_frames = not ws_messages.extensions_of(ws)
         tune_socket(self.raw_socket, svc.registry.stale_after)
         os_socket = getattr(self.raw_socket, "_sock", self.raw_socket)
         self._os_socket = os_socket if isinstance(os_socket, _socket.socket) else None
+        if self._plain_frames and self._os_socket is not None:
+            self.client.writer.enable_direct_frames(self._os_socket, ws_messages.event_frame)
         self._sending = threading.Lock()
         self._bad = 0
 
@@ -131,7 +131,7 @@ class WebSocketStream:
         refused = svc.registry.admit(client)
         if refused is not None:
             retry = svc.reconnect_delay_ms()
-            self._close(TRY_AGAIN_LATER, {"error": str(refused), "retry_ms": retry})
+            self._close(ws_messages.TRY_AGAIN_LATER, {"error": str(refused), "retry_ms": retry})
             return
         if not svc.started:
             svc.start()
@@ -191,7 +191,7 @@ class WebSocketStream:
         except (ValueError, ReadDenied) as exc:
             self._bad += 1
             if self._bad >= MAX_BAD_MESSAGES:
-                self._close(POLICY_VIOLATION, {"error": f"{MAX_BAD_MESSAGES} unusable messages in a row"})
+                self._close(ws_messages.POLICY_VIOLATION, {"error": f"{MAX_BAD_MESSAGES} unusable messages in a row"})
                 self.client.close(CloseReason.CLIENT)
                 return
             self._send(ws_messages.error(exc.message if isinstance(exc, ReadDenied) else str(exc)))
@@ -199,6 +199,9 @@ class WebSocketStream:
     def _subscribe(self, patterns: tuple[str, ...], last_event_id: str | None) -> None:
         topics = readable(self.grant, TopicFilter(patterns))
         with self._sending:
+            # From here the fan-out queues: an event written directly while
+            # the replay waits for history would overtake it.
+            self.client.writer.parked = False
             self.client.topics = topics
             if last_event_id is not None:
                 self._replay(last_event_id)
@@ -244,8 +247,11 @@ class WebSocketStream:
         try:
             while client.closing is None and self.ws.connected:
                 # No timeout (a timer per wake-up): every end puts WAKE
-                # (``Client.close``, the view's ``finally``).
+                # (``Client.close``, the view's ``finally``). Parked until
+                # something is queued: the fan-out writes for us meanwhile.
+                writer.park()
                 item = writer.queue.get()
+                writer.parked = False
                 with self._sending:
                     if writer.gap:
                         self._heal()
@@ -316,12 +322,12 @@ class WebSocketStream:
     def _farewell(self) -> None:
         reason, client = self.client.closing, self.client
         if reason is CloseReason.SHUTDOWN:
-            self._close(SERVICE_RESTART, {"error": "server restarting", "retry_ms": client.close_retry_ms})
+            self._close(ws_messages.SERVICE_RESTART, {"error": "server restarting", "retry_ms": client.close_retry_ms})
         elif reason is CloseReason.EVICTED:
-            self._close(SLOW_CONSUMER, "slow consumer")
+            self._close(ws_messages.SLOW_CONSUMER, "slow consumer")
         elif reason is CloseReason.TOKEN_EXPIRED:
             self._raw_send(ws_messages.control("token-expired", {"sub": client.grant.sub if client.grant else None}))
-            self._close(TOKEN_EXPIRED, "token expired")
+            self._close(ws_messages.TOKEN_EXPIRED, "token expired")
         elif reason is not None and reason is not CloseReason.CLIENT:
             self._close(1000, str(reason))
         log.info("stream closed", extra={**_log_fields(client, "stream_closed"), "reason": reason})
@@ -342,6 +348,11 @@ class WebSocketStream:
     def _send_frames(self, frames: list[bytes]) -> None:
         # Not ws.send: it calls socket.send once, which may send only part of
         # a big frame; sendall finishes it (or fails).
+        writer = self.client.writer
+        writer.parked = False  # no direct write while this one may wait
+        rest, writer.pending = writer.pending, None  # a direct write's unsent tail goes first
+        if rest is not None:
+            frames = [rest, *frames]
         if not frames:
             return
         if not self.ws.connected:
@@ -368,18 +379,9 @@ class WebSocketStream:
             pass
 
     def _shut_down(self) -> None:
-        if self.raw_socket is not None:
-            try:
-                getattr(self.raw_socket, "_sock", self.raw_socket).shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-
-
-def _extensions(ws: Server) -> list[Any]:
-    """The extensions wsproto negotiated for this socket (unknown: assume some)."""
-    proto = getattr(getattr(ws.ws, "connection", None), "_proto", None)
-    extensions = getattr(proto, "extensions", None)
-    return [True] if extensions is None else list(extensions)
+        if self._os_socket is not None:
+            with contextlib.suppress(OSError):
+                self._os_socket.shutdown(socket.SHUT_RDWR)
 
 
 def _same_origin_or_allowed(svc: StreamingService) -> bool:
@@ -391,10 +393,5 @@ def _same_origin_or_allowed(svc: StreamingService) -> bool:
 
 
 def _log_fields(client: Client, event: str) -> dict[str, Any]:
-    return {
-        "event": event,
-        "client_id": client.id,
-        "transport": "ws",
-        "ip": client.remote_addr,
-        "sub": (client.grant.sub or None) if client.grant is not None else None,
-    }
+    sub = (client.grant.sub or None) if client.grant is not None else None
+    return {"event": event, "client_id": client.id, "transport": "ws", "ip": client.remote_addr, "sub": sub}

@@ -146,3 +146,18 @@ def error(message: str) -> str:
 
 def _dumps(body: dict[str, Any]) -> str:
     return json.dumps(body, separators=(",", ":"), ensure_ascii=False)
+
+
+# Close codes (RFC 6455 section 7.4.1; 4xxx are ours, docs/websocket.md).
+TRY_AGAIN_LATER = 1013
+SERVICE_RESTART = 1012
+POLICY_VIOLATION = 1008
+SLOW_CONSUMER = 4008
+TOKEN_EXPIRED = 4001
+
+
+def extensions_of(ws: Any) -> list[Any]:
+    """The extensions wsproto negotiated for a simple-websocket ``Server`` (unknown: assume some)."""
+    proto = getattr(getattr(ws.ws, "connection", None), "_proto", None)
+    extensions = getattr(proto, "extensions", None)
+    return [True] if extensions is None else list(extensions)
