@@ -129,9 +129,15 @@ class Settings:
         "STREAM_FRONT_DOOR",
         True,
         parsers.flag,
-        "`1`: the worker reads a connection's plain `GET /stream` itself, before gunicorn's HTTP parser"
-        " (a cheaper connect, docs/deployment.md); anything else, and every other request, is gunicorn's."
-        " Off by itself with TLS in gunicorn, the PROXY protocol, h2c prior knowledge or an access log.",
+        "`1`: the worker reads a connection's plain first `GET /stream` itself, not gunicorn (a cheaper connect;"
+        " off by itself with TLS in gunicorn, the PROXY protocol, h2c or an access log: docs/deployment.md).",
+    )
+    ws_compression: bool = _field(
+        "STREAM_WS_COMPRESSION",
+        False,
+        parsers.flag,
+        "`1`: `/ws` accepts `permessage-deflate` when offered (browsers do): smaller frames, but ~100 KB of zlib"
+        " state per socket and a frame per socket per event (docs/websocket.md). `0`: declined, uncompressed.",
     )
     max_connections_per_ip: int = _field(
         "STREAM_MAX_CONNECTIONS_PER_IP",

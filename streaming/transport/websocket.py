@@ -95,6 +95,9 @@ def init_app(app: Flask, svc: StreamingService) -> None:
             g.setdefault(_GRANT_KEY, stream_grant(svc, request.environ))
         except ReadDenied as denied:
             return error_response(denied.status, denied.message, {"WWW-Authenticate": denied.challenge})
+        if not svc.settings.ws_compression:
+            # simple-websocket accepts whatever is offered, read from the environ.
+            request.environ.pop("HTTP_SEC_WEBSOCKET_EXTENSIONS", None)
         return None
 
     @sock.route(PATH)  # type: ignore[untyped-decorator]

@@ -134,3 +134,24 @@ def test_a_burst_larger_than_the_socket_buffers_arrives_whole_and_in_order(serve
         reader.sock.close()
     assert [m["type"] for m in got] == ["event"] * len(ids)
     assert [m["id"] for m in got] == ids
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("compression", ["0", "1"])
+def test_permessage_deflate_only_when_asked_for(start_server: StartServer, compression: str) -> None:
+    """The ``websockets`` client offers ``permessage-deflate`` as browsers do:
+    declined by default (frames shared by every socket, written directly),
+    accepted with ``STREAM_WS_COMPRESSION=1``; events arrive either way."""
+    server = start_server({"API_TOKEN": API_TOKEN, "STREAM_WS_COMPRESSION": compression})
+    server.http.headers["Authorization"] = f"Bearer {API_TOKEN}"
+    with connect(f"ws://127.0.0.1:{server.port}/ws", open_timeout=5) as ws:
+        assert ws.request is not None and ws.response is not None
+        assert "permessage-deflate" in ws.request.headers.get("Sec-WebSocket-Extensions", "")
+        accepted = ws.response.headers.get("Sec-WebSocket-Extensions", "")
+        assert ("permessage-deflate" in accepted) == (compression == "1")
+        subscribe(ws)
+        ws.send(json.dumps({"type": "ping"}))
+        assert json.loads(ws.recv(timeout=5)) == {"type": "pong"}
+        ids: list[str] = []
+        publish_many(server, 3, 5_000, ids, threading.Event())
+        assert events_until(ws, ids[-1], timeout=10) == ids
