@@ -50,6 +50,7 @@ STEPS: list[tuple[str, re.Pattern[str]]] = [
         ),
     ),
     ("first write (head + opening, one send)", re.compile(r"_send_head_with_first_chunk|_plain_gunicorn_response")),
+    ("front door: peek, parse, environ, response", re.compile(r"server/front\.py|server/http1\.py|server/worker\.py")),
     (
         "app: fast path, Flask",
         re.compile(r"fastpath\.py|begin_stream|/flask/|/werkzeug/|proxies\.py|floor_app\.py|app\.py"),

@@ -34,7 +34,8 @@ log = logging.getLogger("jobstream.front")
 
 EXTENSION = "jobstream.front"
 WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
-_PEEK = _socket.MSG_PEEK | getattr(_socket, "MSG_DONTWAIT", 0)
+_DONTWAIT = getattr(_socket, "MSG_DONTWAIT", 0)
+_PEEK = _socket.MSG_PEEK | _DONTWAIT
 _GONE = (errno.EPIPE, errno.ECONNRESET, errno.ENOTCONN)
 
 
@@ -106,7 +107,7 @@ class Front:
             sock.close()
             return True
         self.on_request()
-        self._respond(environ, Response(sock, head.version))
+        self._respond(environ, Response(sock, head.version, raw))
         return True
 
     def _server(self, listener: Any) -> tuple[str, int]:
@@ -145,10 +146,11 @@ class Response:
     """An HTTP/1.x response on a connection that closes after it: the head
     leaves with the first body bytes; chunked on HTTP/1.1 without a length."""
 
-    __slots__ = ("chunked", "head", "headers_sent", "sock", "version")
+    __slots__ = ("chunked", "head", "headers_sent", "raw", "sock", "version")
 
-    def __init__(self, sock: Any, version: str) -> None:
+    def __init__(self, sock: Any, version: str, raw: Any = None) -> None:
         self.sock = sock
+        self.raw = raw  # the OS socket: one non-blocking send first
         self.version = version
         self.head: bytes | None = None
         self.headers_sent = False
@@ -177,7 +179,20 @@ class Response:
             assert self.head is not None, "write before start_response"
             framed = self.head + framed
             self.headers_sent = True
-        self.sock.sendall(framed)
+        self._send(framed)
+
+    def _send(self, data: bytes) -> None:
+        # gevent's sendall costs more than the send itself for a small write
+        # (an SSE chunk) into a socket with room, which is the usual case.
+        if self.raw is not None:
+            try:
+                sent = self.raw.send(data, _DONTWAIT)
+            except (BlockingIOError, InterruptedError):
+                sent = 0
+            if sent == len(data):
+                return
+            data = data[sent:]
+        self.sock.sendall(data)
 
     def finish(self) -> None:
         """The end of the body: the head if nothing was written, the last chunk."""
@@ -186,7 +201,7 @@ class Response:
             end = self.head + end
             self.headers_sent = True
         if end:
-            self.sock.sendall(end)
+            self._send(end)
 
     def fail(self) -> None:
         """A 500 if nothing is out yet; else the connection just closes."""

@@ -17,22 +17,24 @@ from __future__ import annotations
 import io
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 # gunicorn's default limit_request_line + limit_request_field_size is larger,
 # but a stream request that needs more is not plain: gunicorn reads it.
 MAX_HEAD = 8192
 MAX_FIELDS = 100
 VERSIONS = ("HTTP/1.1", "HTTP/1.0")
-# RFC 9110 5.6.2 token characters (what gunicorn accepts in a field name).
-_TOKEN = re.compile(r"[!#$%&'*+\-.^`|~0-9A-Za-z]+\Z")
+# One field line: an RFC 9110 token, a colon, printable ASCII (no tab: gunicorn's
+# to judge), the line end. A head whose field lines are not all of this shape
+# (obs-fold, a space before the colon, control bytes) is gunicorn's.
+_FIELD = r"[!#$%&'*+\-.^`|~0-9A-Za-z]+:[ -~]*\r\n"
+_FIELD_LINES = re.compile(f"(?:{_FIELD}){{0,{MAX_FIELDS}}}")
+_FIELD_PARTS = re.compile(r"([^:]+):([ -~]*)\r\n")
 # Fields whose handling is gunicorn's: bodies, 100-continue, protocol switches.
 _NOT_PLAIN = frozenset({"CONTENT-LENGTH", "TRANSFER-ENCODING", "EXPECT", "UPGRADE", "HTTP2-SETTINGS", "TE"})
 
 
-@dataclass(frozen=True, slots=True)
-class Head:
+class Head(NamedTuple):
     """One parsed request head: field names upper-cased, values stripped."""
 
     method: str
@@ -50,23 +52,21 @@ def parse_head(data: bytes, paths: tuple[str, ...]) -> Head | None:
     end = data.find(b"\r\n\r\n")
     if end < 0 or end + 4 != len(data) or not data.isascii():
         return None
-    lines = data[:end].decode("ascii").split("\r\n")
-    parts = lines[0].split(" ")
+    text = data[: end + 2].decode("ascii")  # the request line and every field line, each with its CRLF
+    line_end = text.find("\r\n")
+    parts = text[:line_end].split(" ")
     if len(parts) != 3 or parts[0] != "GET" or parts[2] not in VERSIONS:
         return None
     target = parts[1]
     path, _, query = target.partition("?")
     if path not in paths or "#" in target or not target.isprintable():
         return None
-    if len(lines) - 1 > MAX_FIELDS:
+    lines = text[line_end + 2 :]
+    if not _FIELD_LINES.fullmatch(lines):
         return None
     fields: list[tuple[str, str]] = []
     seen: set[str] = set()
-    for line in lines[1:]:
-        name, colon, value = line.partition(":")
-        # No space before the colon, no obs-fold, no control bytes (tab included).
-        if not colon or not _TOKEN.match(name) or not value.isprintable():
-            return None
+    for name, value in _FIELD_PARTS.findall(lines):
         name = name.upper()
         if name in seen or name in _NOT_PLAIN:
             return None
