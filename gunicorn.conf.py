@@ -71,22 +71,31 @@ if _want > _soft:
 
 # Stream limits and /health totals are per instance: with several workers
 # they live in a table the master shares with every worker it forks
-# (streaming/scaleout/instance.py). Made in on_starting (and again after a HUP re-read
-# this file), never at import.
+# (streaming/scaleout/instance.py). Made in on_starting, never at import. A
+# HUP re-reads this file into fresh globals while the old workers still
+# drain their streams, so the table is kept on the arbiter and found again
+# in on_reload: old and new workers count against one limit.
 _table: InstanceTable | None = None
+_TABLE_ATTR = "jobstream_instance_table"
 
 
-def _ensure_table() -> None:
+def _ensure_table(server: Arbiter) -> None:
     global _table
-    if _table is None and workers > 1:
-        from streaming.scaleout.instance import InstanceTable
+    if _table is not None or workers <= 1:
+        return
+    rows = 2 * workers + 8  # room for old and new workers side by side during a reload
+    kept = getattr(server, _TABLE_ATTR, None)
+    if kept is not None and kept.rows >= rows:
+        _table = kept
+        return
+    from streaming.scaleout.instance import InstanceTable
 
-        # Room for old and new workers side by side during a reload.
-        _table = InstanceTable.create(rows=2 * workers + 8)
+    _table = InstanceTable.create(rows=rows)
+    setattr(server, _TABLE_ATTR, _table)
 
 
 def on_reload(server: Arbiter) -> None:
-    _ensure_table()
+    _ensure_table(server)
 
 
 def post_worker_init(worker: Worker) -> None:
@@ -109,7 +118,7 @@ _own_metrics_dir: list[str] = []  # the directory made here, removed on exit
 
 def on_starting(server: Arbiter) -> None:
     """Master, before any fork: the instance table, and an empty directory for metric files."""
-    _ensure_table()
+    _ensure_table(server)
     directory = os.environ.get(_METRICS_DIR_ENV)
     if directory:
         # An operator's directory: values of a previous run must not be added in.

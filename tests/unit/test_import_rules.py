@@ -181,7 +181,9 @@ GUNICORN_MASTER = """
 import runpy, sys
 before = set(sys.modules)
 conf = runpy.run_path("gunicorn.conf.py")
-conf["_ensure_table"]()  # what on_starting does in the master with several workers
+class Arbiter:  # what gunicorn hands the hooks (the table is kept on it)
+    pass
+conf["_ensure_table"](Arbiter())  # what on_starting does in the master with several workers
 new = {m.split(".")[0] for m in set(sys.modules) - before}
 print(sorted(n for n in new if n not in sys.stdlib_module_names))
 print(sorted(m for m in set(sys.modules) - before if m.split(".")[0] in ("server", "streaming")))
