@@ -21,6 +21,7 @@ from tests.support.server import ServerProcess
 from tests.support.sse import SSEClient
 
 LIMIT = 4
+HELD: list[SSEClient] = []  # streams a test opened through open_or_refused, closed at its end
 
 
 def worker_pids(server: ServerProcess) -> set[int]:
@@ -47,9 +48,6 @@ def open_or_refused(server: ServerProcess, deadline: float) -> bool:
             return True
         stream.close()  # `event: shutdown` from a draining old worker
     raise AssertionError("no answer from a new worker in time")
-
-
-HELD: list[SSEClient] = []
 
 
 @pytest.mark.timeout(90)
