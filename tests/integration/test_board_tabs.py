@@ -74,7 +74,8 @@ def test_sixty_tabs_share_one_connection_and_all_see_a_job_complete(
 
     # One step: all 60 headless tabs count as visible and render every event
     # (a real browser renders only the tab in front); on 2 cores shared with
-    # other work a burst of progress events queued up to ~2.5 s behind.
+    # other work a burst of progress events queued up to ~2.5 s behind, and
+    # the last of 60 renderers applied the final state 2.3 s after the first.
     first = pages[0]
     first.select_option("#job-type", "sleep")
     first.fill("#job-params", '{"seconds": 1, "steps": 1}')
@@ -89,8 +90,10 @@ def test_sixty_tabs_share_one_connection_and_all_see_a_job_complete(
     for page in pages:
         expect(row(page, job_id).locator(".badge")).to_have_text("completed", timeout=10_000)
     # When each tab applied the final version, by the same clock as finished_at.
+    # A tab that missed the relayed event never shows "completed" (the wait
+    # above fails); this bound is for delay, above the renderers' spread.
     received = [float(p.eval_on_selector(f'tr[data-job-id="{job_id}"]', "r => r.dataset.receivedAt")) for p in pages]
-    assert max(received) - finished_ms < 2000, [round(r - finished_ms) for r in received]
+    assert max(received) - finished_ms < 5000, [round(r - finished_ms) for r in received]
     assert active_streams(server) <= 2
 
 
