@@ -19,13 +19,15 @@ ALL_TARGETS = [
     "sse-starlette",
     "nchan",
     "floor",
+    "ceiling",
 ]
 TRANSPORTS = ("sse", "ws")
 # Run unless --targets names them: the Redis targets answer one question (do
 # workers scale on Redis?) and need a redis-server; jobstream-redis-fleet, what
 # fleet-wide limits cost (read against jobstream-redis); jobstream-auth, another
 # (what does a JWT on every stream cost?); floor, gunicorn's own cost
-# (bench/floor_app.py).
+# (bench/floor_app.py); ceiling, gevent's with no HTTP at all
+# (bench/ceiling_worker.py, the connect scenario only).
 DEFAULT_TARGETS = ["jobstream", "jobstream-2w", "sse-starlette", "nchan"]
 
 

@@ -8,6 +8,7 @@ py-spy during the connects only and sorts every sample into one step of a
 connect (the first frame from the leaf that a rule in ``STEPS`` claims).
 
     python -m bench.connect_profile --target floor --n 10000 --rounds 3
+    python -m bench.connect_profile --target ceiling --n 10000 --rounds 3
     python -m bench.connect_profile --target jobstream --n 10000 --py-spy /tmp/js.txt
 """
 
@@ -53,7 +54,9 @@ STEPS: list[tuple[str, re.Pattern[str]]] = [
     ("front door: peek, parse, environ, response", re.compile(r"server/front\.py|server/http1\.py|server/worker\.py")),
     (
         "app: fast path, Flask",
-        re.compile(r"fastpath\.py|begin_stream|/flask/|/werkzeug/|proxies\.py|floor_app\.py|app\.py"),
+        re.compile(
+            r"fastpath\.py|begin_stream|/flask/|/werkzeug/|proxies\.py|floor_app\.py|ceiling_worker\.py|app\.py"
+        ),
     ),
     ("gunicorn parse", re.compile(r"gunicorn/http/(?!wsgi)|gunicorn_h1c")),
     ("gunicorn environ, response, close", re.compile(r"gunicorn/http/wsgi\.py|gunicorn/workers/")),
@@ -106,8 +109,8 @@ def _worker_cpu(pids: list[int]) -> dict[int, tuple[float, float]]:
 
 def _launcher(target: str, n: int, app_dir: Path) -> AbstractContextManager[servers.Target]:
     cap = n + n // 10 + 100
-    if target == "floor":
-        return servers.floor(cap)
+    if target in ("floor", "ceiling"):
+        return servers.floor(cap, ceiling=target == "ceiling")
     if target == "jobstream-2w":
         return servers.jobstream(app_dir, cap, workers=2)
     return servers.jobstream(app_dir, cap)
@@ -198,7 +201,7 @@ def main(argv: list[str] | None = None, emit: Callable[[str], None] = print) -> 
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--target", default="jobstream", choices=["jobstream", "jobstream-2w", "floor"])
+    p.add_argument("--target", default="jobstream", choices=["jobstream", "jobstream-2w", "floor", "ceiling"])
     p.add_argument("--n", type=int, default=10_000)
     p.add_argument("--rounds", type=int, default=1)
     p.add_argument("--app-dir", type=Path, default=ROOT)

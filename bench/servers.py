@@ -223,8 +223,9 @@ def nchan() -> Iterator[Target]:
 
 
 @contextmanager
-def floor(max_conns: int) -> Iterator[Target]:
-    """bench/floor_app.py on the same gunicorn -k gevent (and parser) as Jobstream."""
+def floor(max_conns: int, ceiling: bool = False) -> Iterator[Target]:
+    """bench/floor_app.py on the same gunicorn -k gevent (and parser) as Jobstream;
+    with ceiling, bench/ceiling_worker.py instead: no HTTP parsing, no app."""
     tmp = Path(tempfile.mkdtemp(prefix="bench-floor-"))
     port = free_port()
     cmd = [
@@ -232,20 +233,22 @@ def floor(max_conns: int) -> Iterator[Target]:
         "-m",
         "gunicorn",
         "-k",
-        "gevent",
+        "bench.ceiling_worker.CeilingWorker" if ceiling else "gevent",
         "--bind",
         f"127.0.0.1:{port}",
         "--worker-connections",
         str(max_conns + max(100, max_conns // 10)),
         "--log-level",
         "warning",
-        "bench.floor_app:app",
+        "bench.ceiling_worker:app" if ceiling else "bench.floor_app:app",
     ]
     log = tmp / "server.log"
     proc = _start(cmd, PEERS.parent.parent, dict(os.environ), log)
     try:
         _ready(proc, f"http://127.0.0.1:{port}/health", log)
-        yield Target("floor", port, proc.pid, "/stream?topic={topic}", "/events", "jobstream", log=log)
+        yield Target(
+            "ceiling" if ceiling else "floor", port, proc.pid, "/stream?topic={topic}", "/events", "jobstream", log=log
+        )
     finally:
         _stop(proc)
         shutil.rmtree(tmp, ignore_errors=True)

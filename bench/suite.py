@@ -32,6 +32,7 @@ def launchers(app_dir: Path) -> dict[str, Launcher]:
     out["sse-starlette"] = lambda cap: servers.starlette()
     out["nchan"] = lambda cap: servers.nchan()
     out["floor"] = servers.floor
+    out["ceiling"] = lambda cap: servers.floor(cap, ceiling=True)
     return out
 
 
