@@ -39,9 +39,10 @@ _PEEK = _socket.MSG_PEEK | _DONTWAIT
 _GONE = (errno.EPIPE, errno.ECONNRESET, errno.ENOTCONN)
 
 
-def init_app(app: Any, paths: tuple[str, ...]) -> None:
-    """Ask the worker (``server.worker.JobstreamWorker``) to serve ``paths`` in front of gunicorn."""
-    app.extensions[EXTENSION] = tuple(paths)
+def init_app(app: Any, paths: tuple[str, ...], upgrades: tuple[str, ...] = ()) -> None:
+    """Ask the worker (``server.worker.JobstreamWorker``) to serve ``paths`` in front of gunicorn,
+    and ``upgrades``, whose requests may also ask for a WebSocket (``http1.parse_head``)."""
+    app.extensions[EXTENSION] = (tuple(paths), tuple(upgrades))
 
 
 def allowed(cfg: Any, script_name: str) -> str | None:
@@ -70,9 +71,11 @@ class Front:
         secure_headers: dict[str, str],
         trusted: Callable[[str], bool],
         on_request: Callable[[], None] = lambda: None,
+        upgrades: tuple[str, ...] = (),
     ) -> None:
         self.app = app
         self.paths = paths
+        self.upgrades = upgrades
         self.base = base  # gunicorn's base_environ
         self.secure_headers = secure_headers
         self.trusted = lru_cache(maxsize=256)(trusted)
@@ -89,7 +92,7 @@ class Front:
             data = raw.recv(http1.MAX_HEAD, _PEEK)
         except OSError:
             return False  # not arrived yet, or an error: gunicorn's to wait for or report
-        head = http1.parse_head(data, self.paths)
+        head = http1.parse_head(data, self.paths, self.upgrades)
         if head is None:
             return False
         scheme = "http"

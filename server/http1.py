@@ -46,9 +46,11 @@ class Head(NamedTuple):
     size: int  # bytes up to and with the blank line
 
 
-def parse_head(data: bytes, paths: tuple[str, ...]) -> Head | None:
+def parse_head(data: bytes, paths: tuple[str, ...], upgrades: tuple[str, ...] = ()) -> Head | None:
     """The head at the start of ``data`` if it is a plain ``GET`` of one of
-    ``paths`` (a query string allowed), complete, and all of ``data``."""
+    ``paths`` or ``upgrades`` (a query string allowed), complete, and all of
+    ``data``. A request for one of ``upgrades`` may carry ``Upgrade: websocket``
+    (which gunicorn, too, hands to the app as a plain field)."""
     end = data.find(b"\r\n\r\n")
     if end < 0 or end + 4 != len(data) or not data.isascii():
         return None
@@ -59,7 +61,7 @@ def parse_head(data: bytes, paths: tuple[str, ...]) -> Head | None:
         return None
     target = parts[1]
     path, _, query = target.partition("?")
-    if path not in paths or "#" in target or not target.isprintable():
+    if (path not in paths and path not in upgrades) or "#" in target or not target.isprintable():
         return None
     lines = text[line_end + 2 :]
     if not _FIELD_LINES.fullmatch(lines):
@@ -68,11 +70,15 @@ def parse_head(data: bytes, paths: tuple[str, ...]) -> Head | None:
     seen: set[str] = set()
     for name, value in _FIELD_PARTS.findall(lines):
         name = name.upper()
-        if name in seen or name in _NOT_PLAIN:
+        if name in seen or (name in _NOT_PLAIN and not _websocket(name, value, path, upgrades)):
             return None
         seen.add(name)
         fields.append((name, value.strip(" ")))
     return Head("GET", target, path, query, parts[2], tuple(fields), end + 4)
+
+
+def _websocket(name: str, value: str, path: str, upgrades: tuple[str, ...]) -> bool:
+    return name == "UPGRADE" and path in upgrades and value.strip(" ").lower() == "websocket"
 
 
 def scheme_of(head: Head, secure_headers: Mapping[str, str]) -> str | None:

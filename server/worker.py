@@ -24,9 +24,10 @@ class JobstreamWorker(GeventWorker):  # type: ignore[misc]
     def _make_front(self) -> Any:
         from server import front
 
-        paths = (getattr(self.wsgi, "extensions", None) or {}).get(front.EXTENSION)
-        if not paths:
+        routes = (getattr(self.wsgi, "extensions", None) or {}).get(front.EXTENSION)
+        if not routes:
             return None
+        paths, upgrades = routes
         why = front.allowed(self.cfg, os.environ.get("SCRIPT_NAME", ""))
         if why is not None:
             self.log.info("front door off: %s is set", why)
@@ -45,6 +46,7 @@ class JobstreamWorker(GeventWorker):  # type: ignore[misc]
             dict(cfg.secure_scheme_headers),
             lambda ip: bool(_ip_in_allow_list(ip, cfg.forwarded_allow_ips, networks)),
             self._count_request,
+            upgrades,
         )
 
     def _count_request(self) -> None:

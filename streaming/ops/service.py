@@ -373,6 +373,7 @@ class _CloseLog(Observer):
             extra={
                 "event": "stream_closed",
                 "client_id": client.id,
+                "transport": client.transport,
                 "ip": client.remote_addr,
                 "reason": reason,
                 "duration_seconds": round(time.monotonic() - client.connected_mono, 3),

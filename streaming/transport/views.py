@@ -33,7 +33,7 @@ from streaming.core.reasons import RefusalReason
 from streaming.core.topics import TopicFilter, check_topic
 from streaming.ops import metrics
 from streaming.ops.service import ShuttingDown, StreamingService
-from streaming.transport import websocket
+from streaming.transport import websocket, ws_session
 from streaming.transport.connect import (
     background,
     begin_stream,
@@ -58,13 +58,13 @@ EVENT_FIELDS = ("topic", "event", "data", *DELIVERY_FIELDS)
 def init_app(app: Flask, service: StreamingService) -> None:
     """Serve ``service``'s streams, publishes, health, metrics and admin listing from ``app``."""
     app.extensions[EXTENSION] = service
+    websocket.init_app(app, service)  # its fast path inside the SSE one: /stream is asked for far more
     app.wsgi_app = StreamFastPath(app.wsgi_app, service)  # type: ignore[method-assign]
     if service.settings.front_door:
-        front.init_app(app, (PATH,))
+        front.init_app(app, (PATH,), upgrades=(ws_session.PATH,))
     app.register_blueprint(bp)
     admin.init_app(app, service)
     metrics.init_app(app, service)
-    websocket.init_app(app, service)
 
     @app.errorhandler(BrokerUnavailable)
     def _unavailable(exc: BrokerUnavailable) -> Response:
