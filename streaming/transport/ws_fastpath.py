@@ -31,7 +31,6 @@ one read watcher on the socket, direct writes by the fan-out while it waits.
 
 from __future__ import annotations
 
-import _socket
 import contextlib
 import socket
 import time
@@ -48,7 +47,7 @@ from server.readers import ReadDenied
 from server.tokens import Grant
 from streaming.core.reasons import CloseReason
 from streaming.core.topics import TopicFilter
-from streaming.core.writer import KEEPALIVE, gevent_patched
+from streaming.core.writer import KEEPALIVE, direct_socket
 from streaming.ops.service import StreamingService
 from streaming.transport import ws_messages
 from streaming.transport.connect import new_client, stream_grant, tune_stream_socket
@@ -118,9 +117,9 @@ class WebSocketFastPath:
             return False
         if self.service.settings.ws_compression and "HTTP_SEC_WEBSOCKET_EXTENSIONS" in environ:
             return False  # flask-sock negotiates permessage-deflate
-        raw = getattr(environ.get("gunicorn.socket"), "_sock", None)
-        # _socket.socket: plain TCP (not TLS), and gevent's wrapper around it.
-        return isinstance(raw, _socket.socket) and raw.type == socket.SOCK_STREAM and gevent_patched()
+        # Plain TCP under gevent (not TLS, not HTTP/2): what the fan-out may write to directly.
+        raw, _ = direct_socket(environ.get("gunicorn.socket"), environ)
+        return raw is not None
 
 
 def _server_of(start_response: Callable[..., Any]) -> str | None:
@@ -169,12 +168,12 @@ class DirectWebSocket(WebSocketSession):
         try:
             self._serve()
             self._farewell()
-            self._linger()
         except OSError:
             client.close(CloseReason.CLIENT)
         finally:
             self._unwatch()
             svc.registry.remove(client, client.closing or CloseReason.CLIENT)
+        self._linger()  # no longer counted: its slot is free while the peer answers
 
     def _serve(self) -> None:
         client, writer = self.client, self.client.writer

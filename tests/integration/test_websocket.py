@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import signal
-import socket
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -17,12 +16,11 @@ import httpx
 import pytest
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import ClientConnection, connect
-from wsproto import ConnectionType, WSConnection
-from wsproto.events import AcceptConnection, CloseConnection, Request, TextMessage
 
 from tests.conftest import StartServer
 from tests.support.server import ServerProcess
 from tests.support.tokens import SECRET, mint
+from tests.support.ws_raw import RawWebSocket
 
 API_TOKEN = "ws-operator"
 
@@ -173,38 +171,19 @@ def test_a_bad_token_is_a_401_before_the_upgrade_and_private_events_skip_anonymo
         assert [m.get("id") for m in replayed] == [public, None]  # in replay too
 
 
-class StalledSocket:
-    """A WebSocket client that reads nothing until told to (wsproto on a raw
-    socket with a small receive buffer): a library client would keep reading."""
-
-    def __init__(self, server: ServerProcess) -> None:
-        self.sock = socket.socket()
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-        self.sock.settimeout(10)
-        self.sock.connect(("127.0.0.1", server.port))
-        self.ws = WSConnection(ConnectionType.CLIENT)
-        self.sock.sendall(self.ws.send(Request(host="127.0.0.1", target="/ws")))
-        while not any(isinstance(e, AcceptConnection) for e in self._events()):
-            pass
-        self.sock.sendall(self.ws.send(TextMessage(json.dumps({"type": "subscribe", "topics": ["flood"]}))))
-
-    def _events(self) -> list[object]:
-        self.ws.receive_data(self.sock.recv(65536) or None)
-        return list(self.ws.events())
-
-    def close_frame(self) -> CloseConnection:
-        """Read everything that comes until the server's close frame."""
-        while True:
-            for event in self._events():
-                if isinstance(event, CloseConnection):
-                    return event
+def stalled_socket(server: ServerProcess) -> RawWebSocket:
+    """A client that reads nothing until told to, with a small receive buffer
+    (a library client would keep reading)."""
+    stalled = RawWebSocket(server.port, receive_buffer=4096)
+    stalled.send({"type": "subscribe", "topics": ["flood"]})
+    return stalled
 
 
 @pytest.mark.timeout(60)
 def test_a_socket_that_stops_reading_is_closed_with_4008(start_server: StartServer) -> None:
     server = start_server({"API_TOKEN": API_TOKEN, "STREAM_SEND_TIMEOUT": "1", "STREAM_KEEPALIVE_INTERVAL": "30"})
     server.http.headers["Authorization"] = f"Bearer {API_TOKEN}"
-    stalled = StalledSocket(server)
+    stalled = stalled_socket(server)
     try:
         server.wait_for(lambda: server.health()["stream"]["by_transport"]["ws"] == 1)
         big = "x" * 20_000

@@ -135,3 +135,33 @@ def test_the_head_size_covers_the_blank_line() -> None:
     assert head is not None
     assert head.size == len(data)
     assert (head.path, head.query, head.target) == ("/stream", "topic=a", "/stream?topic=a")
+
+
+WEBSOCKET = (
+    b"GET /ws HTTP/1.1\r\nHost: h:8000\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+    b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\nOrigin: http://h:8000\r\n\r\n"
+)
+
+
+def test_a_websocket_upgrade_of_an_upgrade_path_gets_the_environ_gunicorn_builds() -> None:
+    cfg = Config()
+    head = http1.parse_head(WEBSOCKET, PATHS, upgrades=("/ws",))
+    assert head is not None
+    ours = http1.environ(head, None, PEER, SERVER, "http", base_environ(cfg))
+    assert ours is not None
+    assert compared(ours) == compared(gunicorn_environ(WEBSOCKET, cfg))
+    assert ours["HTTP_UPGRADE"] == "websocket"
+
+
+@pytest.mark.parametrize(
+    ("data", "upgrades"),
+    [
+        (WEBSOCKET, ()),  # /ws not named as an upgrade path
+        (WEBSOCKET.replace(b"GET /ws", b"GET /stream"), ("/ws",)),  # an upgrade of a plain path
+        (WEBSOCKET.replace(b"Upgrade: websocket", b"Upgrade: h2c"), ("/ws",)),  # another protocol
+        (WEBSOCKET.replace(b"\r\n\r\n", b"\r\nUpgrade: websocket\r\n\r\n"), ("/ws",)),  # repeated
+    ],
+    ids=["not an upgrade path", "a plain path", "h2c", "a repeated Upgrade"],
+)
+def test_any_other_upgrade_is_left_to_gunicorn(data: bytes, upgrades: tuple[str, ...]) -> None:
+    assert http1.parse_head(data, PATHS, upgrades) is None
