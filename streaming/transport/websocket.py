@@ -48,9 +48,14 @@ from streaming.transport import ws_messages
 from streaming.transport.connect import new_client, stream_grant
 from streaming.transport.connect import tune_stream_socket as tune_socket  # NODELAY and the TCP timeout, as SSE
 from streaming.transport.ws_fastpath import WebSocketFastPath
-from streaming.transport.ws_session import PATH, WebSocketSession, close_reason, origin_allowed
+from streaming.transport.ws_session import (
+    EVICT_GRACE_SECONDS,
+    PATH,
+    WebSocketSession,
+    close_reason,
+    origin_allowed,
+)
 
-EVICT_GRACE_SECONDS = 2.0
 # The view polls for an eviction whose sender is stuck in a full socket
 # (nothing else can wake it then); every other end wakes it at once.
 _RECEIVE_POLL_SECONDS = 2.0
@@ -172,9 +177,7 @@ class ThreadedWebSocket(WebSocketSession):
                 item = writer.queue.get()
                 writer.parked = False
                 with self._sending:
-                    if writer.gap:
-                        self._heal()
-                    self._deliver_batch(item)
+                    self._deliver_batch(item)  # a gap is healed first
             self._farewell()
         except (ConnectionClosed, OSError):
             client.close(CloseReason.CLIENT)

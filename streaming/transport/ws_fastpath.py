@@ -52,11 +52,16 @@ from streaming.ops.service import StreamingService
 from streaming.transport import ws_messages
 from streaming.transport.connect import new_client, stream_grant, tune_stream_socket
 from streaming.transport.stream import shed_environ
-from streaming.transport.ws_session import PATH, WebSocketSession, close_reason, origin_allowed
+from streaming.transport.ws_session import (
+    EVICT_GRACE_SECONDS,
+    PATH,
+    WebSocketSession,
+    close_reason,
+    origin_allowed,
+)
 
 WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 
-EVICT_GRACE_SECONDS = 2.0
 _SEND_POLL_SECONDS = 2.0
 _LINGER_SECONDS = 1.0  # after our close frame: the peer's close, then EOF
 READ_BYTES = 65536
@@ -187,9 +192,7 @@ class DirectWebSocket(WebSocketSession):
             writer.parked = False
             if item is KEEPALIVE:
                 self._keepalive()
-            if writer.gap:
-                self._heal()
-            self._deliver_batch(item)
+            self._deliver_batch(item)  # a gap is healed first
 
     # -- reading ---------------------------------------------------------------
 

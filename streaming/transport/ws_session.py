@@ -47,6 +47,8 @@ log = logging.getLogger("jobstream.streaming")
 PATH = "/ws"
 MAX_BAD_MESSAGES = 10
 MAX_BATCH = 64  # frames joined into one write
+# How long an evicted socket whose buffers stay full may hold its greenlet and pool slot.
+EVICT_GRACE_SECONDS = 2.0
 # No lock where one greenlet does every write (a nullcontext can be re-entered).
 NO_LOCK: contextlib.AbstractContextManager[Any] = contextlib.nullcontext()
 
