@@ -104,13 +104,18 @@ class Front:
         environ = http1.environ(head, sock, peer, self._server(listener), scheme, self.base)
         if environ is None:
             return False
+        resp = Response(sock, head.version, raw)
         try:
-            sock.recv(head.size)  # what the peek saw: all of it is in the socket's buffer
+            # What the peek saw is all in the socket's buffer: this read never waits.
+            raw.recv(head.size, _DONTWAIT)
         except OSError:
             sock.close()
             return True
+        # This frame lives as long as the stream: keep neither the request's
+        # bytes nor its parsed head (half a kilobyte a stream).
+        del data, head
         self.on_request()
-        self._respond(environ, Response(sock, head.version, raw))
+        self._respond(environ, resp)
         return True
 
     def _server(self, listener: Any) -> tuple[str, int]:

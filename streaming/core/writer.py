@@ -330,9 +330,19 @@ def direct_socket(sock: Any, environ: dict[str, Any]) -> tuple[Any, bool]:
     return raw, protocol == "HTTP/1.1"
 
 
+_patched = False
+
+
 def gevent_patched() -> bool:
+    """Whether gevent has patched ``socket``: asked a few times per connect.
+    Patching is never undone, so a yes is remembered; a no is asked again
+    (a process may patch after importing this module)."""
+    global _patched
+    if _patched:
+        return True
     try:
         from gevent import monkey
     except ImportError:
         return False
-    return bool(monkey.is_module_patched("socket"))
+    _patched = bool(monkey.is_module_patched("socket"))
+    return _patched
