@@ -28,6 +28,7 @@ from __future__ import annotations
 import _socket
 import contextlib
 import socket
+import ssl
 import threading
 import time
 from typing import Any
@@ -109,7 +110,11 @@ class ThreadedWebSocket(WebSocketSession):
         self.raw_socket = getattr(ws, "sock", None)
         tune_socket(self.raw_socket, svc.registry.stale_after)
         os_socket = getattr(self.raw_socket, "_sock", self.raw_socket)
-        self._os_socket = os_socket if isinstance(os_socket, _socket.socket) else None
+        # Under TLS the OS socket carries the TLS records: a frame written
+        # there, past the TLS layer, would end the client's session. (Under
+        # gevent, ssl.SSLSocket is gevent's class, which gunicorn's TLS uses.)
+        tls = isinstance(self.raw_socket, ssl.SSLSocket)
+        self._os_socket = os_socket if isinstance(os_socket, _socket.socket) and not tls else None
         if self._plain_frames and self._os_socket is not None:
             self.client.writer.enable_direct_frames(self._os_socket, ws_messages.event_frame)
 
@@ -220,6 +225,9 @@ class ThreadedWebSocket(WebSocketSession):
             pass
 
     def _shut_down(self) -> None:
-        if self._os_socket is not None:
+        # The OS socket even under TLS: a TCP shutdown writes no bytes, and
+        # fails the stuck sender's write at once.
+        target = getattr(self.raw_socket, "_sock", self.raw_socket)
+        if isinstance(target, _socket.socket):
             with contextlib.suppress(OSError):
-                self._os_socket.shutdown(socket.SHUT_RDWR)
+                target.shutdown(socket.SHUT_RDWR)

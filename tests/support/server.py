@@ -20,7 +20,7 @@ from typing import Any
 import httpx
 
 ROOT = Path(__file__).resolve().parents[2]
-_LISTEN = re.compile(r"Listening at: http://127\.0\.0\.1:(\d+)")
+_LISTEN = re.compile(r"Listening at: (https?)://127\.0\.0\.1:(\d+)")
 
 # Fast defaults for tests; each test overrides what it exercises.
 TEST_ENV = {
@@ -50,6 +50,9 @@ class ServerProcess:
         self.args = args or []
         self.requested_port = port
         self.port = 0
+        self.scheme = "http"  # "https" when gunicorn serves TLS itself (--certfile)
+        # What the HTTPS client trusts: the test's own CA file, or an SSLContext.
+        self.verify: Any = True
         self.proc: subprocess.Popen[bytes] | None = None
         self._log_file: Any = None
         self._http: httpx.Client | None = None
@@ -71,7 +74,7 @@ class ServerProcess:
                 raise RuntimeError(f"gunicorn exited with {self.proc.returncode}:\n{self.log()[-4000:]}")
             match = _LISTEN.search(self.log(since_start=True))
             if match:
-                self.port = int(match.group(1))
+                self.scheme, self.port = match.group(1), int(match.group(2))
                 break
             time.sleep(0.05)
         else:
@@ -158,13 +161,13 @@ class ServerProcess:
     # -- HTTP --------------------------------------------------------------
 
     def url(self, path: str = "/") -> str:
-        return f"http://127.0.0.1:{self.port}{path}"
+        return f"{self.scheme}://127.0.0.1:{self.port}{path}"
 
     @property
     def http(self) -> httpx.Client:
         """A keep-alive client (building one per call costs ~50 ms of TLS set-up)."""
         if self._http is None:
-            self._http = httpx.Client(base_url=self.url(), timeout=10)
+            self._http = httpx.Client(base_url=self.url(), timeout=10, verify=self.verify)
         return self._http
 
     def health(self) -> dict[str, Any]:
