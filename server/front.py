@@ -29,13 +29,13 @@ from functools import lru_cache
 from typing import Any
 
 from server import http1
+from server.sockets import DONTWAIT, send_now
 
 log = logging.getLogger("jobstream.front")
 
 EXTENSION = "jobstream.front"
 WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
-_DONTWAIT = getattr(_socket, "MSG_DONTWAIT", 0)
-_PEEK = _socket.MSG_PEEK | _DONTWAIT
+_PEEK = _socket.MSG_PEEK | DONTWAIT
 _GONE = (errno.EPIPE, errno.ECONNRESET, errno.ENOTCONN)
 
 
@@ -107,7 +107,7 @@ class Front:
         resp = Response(sock, head.version, raw)
         try:
             # What the peek saw is all in the socket's buffer: this read never waits.
-            raw.recv(head.size, _DONTWAIT)
+            raw.recv(head.size, DONTWAIT)
         except OSError:
             sock.close()
             return True
@@ -190,13 +190,8 @@ class Response:
         self._send(framed)
 
     def _send(self, data: bytes) -> None:
-        # gevent's sendall costs more than the send itself for a small write
-        # (an SSE chunk) into a socket with room, which is the usual case.
-        if self.raw is not None:
-            try:
-                sent = self.raw.send(data, _DONTWAIT)
-            except (BlockingIOError, InterruptedError):
-                sent = 0
+        if self.raw is not None:  # once without waiting (server.sockets)
+            sent = send_now(self.raw, data)
             if sent == len(data):
                 return
             data = data[sent:]

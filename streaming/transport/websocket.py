@@ -40,6 +40,7 @@ from wsproto.events import TextMessage
 
 from server.errors import error_response
 from server.readers import ReadDenied
+from server.sockets import send_now
 from server.tokens import Grant
 from streaming.core.reasons import CloseReason
 from streaming.core.topics import TopicFilter
@@ -60,7 +61,6 @@ from streaming.transport.ws_session import (
 # The view polls for an eviction whose sender is stuck in a full socket
 # (nothing else can wake it then); every other end wakes it at once.
 _RECEIVE_POLL_SECONDS = 2.0
-_DONTWAIT = getattr(socket, "MSG_DONTWAIT", 0)
 _GRANT_KEY = "jobstream_ws_grant"
 
 
@@ -207,12 +207,7 @@ class ThreadedWebSocket(WebSocketSession):
             raise ConnectionClosed(self.ws.close_reason, self.ws.close_message)
         raw = self._os_socket
         if raw is not None:
-            # One non-blocking send first, as the SSE direct writes do: gevent's
-            # sendall costs more than the send itself for a small frame.
-            try:
-                sent = raw.send(data, _DONTWAIT)
-            except (BlockingIOError, InterruptedError):
-                sent = 0
+            sent = send_now(raw, data)  # once without waiting (server.sockets)
             if sent == len(data):
                 return
             data = data[sent:]

@@ -44,6 +44,7 @@ from wsproto.utilities import generate_accept_token
 
 from server import front
 from server.readers import ReadDenied
+from server.sockets import DONTWAIT, send_now
 from server.tokens import Grant
 from streaming.core.reasons import CloseReason
 from streaming.core.topics import TopicFilter
@@ -65,7 +66,6 @@ WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 _SEND_POLL_SECONDS = 2.0
 _LINGER_SECONDS = 1.0  # after our close frame: the peer's close, then EOF
 READ_BYTES = 65536
-_DONTWAIT = getattr(socket, "MSG_DONTWAIT", 0)
 _READ = 1  # libev EV_READ
 # Put in a socket's buffer by its read watcher: the client sent something.
 READABLE = object()
@@ -220,7 +220,7 @@ class DirectWebSocket(WebSocketSession):
     def _read(self) -> None:
         self.readable = False
         try:
-            data = self.raw.recv(READ_BYTES, _DONTWAIT)
+            data = self.raw.recv(READ_BYTES, DONTWAIT)
         except (BlockingIOError, InterruptedError):
             return
         except OSError:
@@ -279,10 +279,7 @@ class DirectWebSocket(WebSocketSession):
         data = self._outgoing(frames)
         if not data:
             return
-        try:
-            sent = self.raw.send(data, _DONTWAIT)
-        except (BlockingIOError, InterruptedError):
-            sent = 0
+        sent = send_now(self.raw, data)
         if sent < len(data):
             self._send_rest(data[sent:])
 
