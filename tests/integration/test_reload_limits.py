@@ -87,3 +87,4 @@ def test_old_and_new_workers_share_one_limit_during_a_reload(
         for stream in old + HELD:
             stream.close()
         HELD.clear()
+        server.kill()  # the old workers would drain for STREAM_DRAIN_SECONDS, past any quick stop
