@@ -112,7 +112,7 @@ class Front:
             sock.close()
             return True
         # This frame lives as long as the stream: keep neither the request's
-        # bytes nor its parsed head (half a kilobyte a stream).
+        # bytes nor its parsed head (about 1 KB a stream).
         del data, head
         self.on_request()
         self._respond(environ, resp)
