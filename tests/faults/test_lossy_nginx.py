@@ -40,7 +40,8 @@ def test_streams_through_nginx_over_a_slow_lossy_link_resume_without_loss(
         proxy = DelayProxy((link.host_ip, 0), ("127.0.0.1", nginx.http_port), DELAY)
         link.lose(LOSS)
 
-        readers = readers_of(proxy.address[1], TOPIC, STREAMS, host=link.host_ip, netns=ns)
+        # Keep-alives every second: 4 s without a byte is a stream whose reset was lost.
+        readers = readers_of(proxy.address[1], TOPIC, STREAMS, silence=4, host=link.host_ip, netns=ns)
         publisher = Publisher(server.url(), TOPIC, "tick", rate=20)
         try:
             with running(publisher, readers):

@@ -53,19 +53,31 @@ class ResumingReader(threading.Thread):
     ``ids`` is every id received for ``event``, in arrival order, repeats
     included; ``arrived[id]`` when it first came. Reconnects after
     ``retry_delay`` (a browser would honour the server's ``retry:``; the
-    tests keep the wait short and fixed).
+    tests keep the wait short and fixed). With ``silence``, a stream that
+    brings no byte for that long (no event, no keep-alive) counts as dead and
+    is reopened, as a client with a heartbeat timeout does: over a lossy link
+    the reset that ends a connection can itself be lost, and a reader that
+    never writes would otherwise wait on it forever.
     """
 
-    def __init__(self, make: Callable[[dict[str, str]], SSEClient], event: str, retry_delay: float = 0.1) -> None:
+    def __init__(
+        self,
+        make: Callable[[dict[str, str]], SSEClient],
+        event: str,
+        retry_delay: float = 0.1,
+        silence: float | None = None,
+    ) -> None:
         super().__init__(daemon=True)
         self.make = make
         self.event = event
         self.retry_delay = retry_delay
+        self.silence = silence
         self.ids: list[str] = []
         self.arrived: dict[str, float] = {}
         self.last_id: str | None = None
         self.connects = 0
         self.failed_connects = 0
+        self.silent_reopens = 0
         self.resets = 0
         self.statuses: list[int] = []
         self._halt = threading.Event()
@@ -90,6 +102,7 @@ class ResumingReader(threading.Thread):
             self.connects += 1
             self._client = client
             seen = 0
+            heard, heard_at = len(client.raw), time.monotonic()
             try:
                 while not self._halt.is_set():
                     alive = client.pump(0.2)
@@ -97,6 +110,11 @@ class ResumingReader(threading.Thread):
                         self._take(event.event, event.id)
                     seen = len(client.events)
                     if not alive:
+                        break
+                    if len(client.raw) != heard:
+                        heard, heard_at = len(client.raw), time.monotonic()
+                    elif self.silence is not None and time.monotonic() - heard_at > self.silence:
+                        self.silent_reopens += 1
                         break
             except (OSError, ValueError):
                 pass  # reset, or cut mid-chunk: reconnect
@@ -178,13 +196,15 @@ def health(base_url: str) -> tuple[int, str]:
     return response.status_code, response.json().get("broker", "")
 
 
-def readers_of(port: int, topic: str, count: int, **client: object) -> list[ResumingReader]:
+def readers_of(
+    port: int, topic: str, count: int, silence: float | None = None, **client: object
+) -> list[ResumingReader]:
     """count readers of ``topic`` on port (``client``: RemoteSSEClient's host, netns, ...)."""
 
     def make(headers: dict[str, str]) -> SSEClient:
         return RemoteSSEClient(port, params=[("topic", topic)], headers=headers, timeout=5, **client)  # type: ignore[arg-type]
 
-    return [ResumingReader(make, "tick") for _ in range(count)]
+    return [ResumingReader(make, "tick", silence=silence) for _ in range(count)]
 
 
 @contextlib.contextmanager
